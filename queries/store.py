@@ -1,0 +1,191 @@
+"""The snapshot store: immutable DuckDB files under a data dir, published by an atomic rename.
+
+Layout (docs/ARCHITECTURE.md explains the choice)::
+
+    DATA_DIR/snapshots/<id>/snapshot.duckdb   published snapshot, never written again
+    DATA_DIR/snapshots/<id>/meta.json         what the snapshot records (SnapshotMeta)
+    DATA_DIR/tmp/<id>/                        a snapshot being written, with a held .lock file
+
+A writer builds everything under tmp/ and publishes with one `os.rename` of the directory into
+snapshots/: readers see the whole snapshot or nothing. Readers open snapshot files read-only, so
+any number of API processes can read while a worker writes another file. A killed writer leaves
+only a tmp/ directory whose lock nobody holds; `clean_tmp` removes such leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import filelock
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+DB_NAME = "snapshot.duckdb"
+META_NAME = "meta.json"
+
+
+class SnapshotNotFound(LookupError):
+    """No published snapshot has the requested id (or the store is empty for `latest`)."""
+
+    def __init__(self, snapshot_id: str) -> None:
+        super().__init__(snapshot_id)
+        self.snapshot_id = snapshot_id
+
+
+class SnapshotMeta(BaseModel):
+    """What every snapshot records about itself; stored as meta.json beside the DuckDB file."""
+
+    id: str
+    taken_at: datetime = Field(
+        description="When the Hub was observed: `--taken-at` for imports, start for ingests."
+    )
+    source: str = Field(description="The endpoint ingested from, or the file name imported.")
+    kind: Literal["ingest", "import"]
+    models: int = Field(description="Models in the snapshot, after de-duplication on id.")
+    bad_records: int = Field(description="Records that could not be read and were left out.")
+    duplicates: int = Field(0, description="Records dropped because a later record had the same id.")
+    duration_s: float = Field(description="Wall time from start to publication, in seconds.")
+    classifier_version: str
+    published_at: datetime
+    schema_version: int = SCHEMA_VERSION
+    bad_reasons: dict[str, int] = Field(default_factory=dict, description="Bad records by reason.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Filters or limits the run used.")
+
+
+def new_snapshot_id(taken_at: datetime) -> str:
+    """A sortable, unique id: the UTC time taken, plus a random suffix against collisions."""
+    return taken_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+class SnapshotStore:
+    """Lists published snapshots and opens them read-only; thread-safe, shared by a whole process."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.snapshots_dir = self.data_dir / "snapshots"
+        self.tmp_dir = self.data_dir / "tmp"
+        self._lock = threading.Lock()
+        self._listing_key: tuple[int, int] | None = None
+        self._listing: list[SnapshotMeta] = []
+        self._connections: dict[str, duckdb.DuckDBPyConnection] = {}
+
+    def snapshots(self) -> list[SnapshotMeta]:
+        """Published snapshots, newest `taken_at` first.
+
+        Re-read only when the snapshots/ directory changes (a publish or a delete renames an entry,
+        which changes its mtime), so a request costs one stat and a new snapshot shows at once.
+        """
+        try:
+            st = self.snapshots_dir.stat()
+        except FileNotFoundError:
+            return []
+        key = (st.st_mtime_ns, st.st_ino)
+        with self._lock:
+            if key != self._listing_key:
+                self._listing = self._read_listing()
+                self._listing_key = key
+            return list(self._listing)
+
+    def _read_listing(self) -> list[SnapshotMeta]:
+        metas = []
+        for entry in self.snapshots_dir.iterdir():
+            meta_path = entry / META_NAME
+            # A directory without meta.json is not ours (or was removed meanwhile): skip, never fail.
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                metas.append(SnapshotMeta.model_validate_json(meta_path.read_bytes()))
+        return sorted(metas, key=lambda m: (m.taken_at, m.id), reverse=True)
+
+    def get(self, snapshot_id: str = "latest") -> SnapshotMeta:
+        """The snapshot with this id, or the newest for `latest`."""
+        snapshots = self.snapshots()
+        if snapshot_id == "latest":
+            if not snapshots:
+                raise SnapshotNotFound(snapshot_id)
+            return snapshots[0]
+        for meta in snapshots:
+            if meta.id == snapshot_id:
+                return meta
+        raise SnapshotNotFound(snapshot_id)
+
+    def path_of(self, snapshot_id: str) -> Path:
+        """The DuckDB file of a published snapshot."""
+        return self.snapshots_dir / snapshot_id / DB_NAME
+
+    def cursor(self, snapshot_id: str) -> duckdb.DuckDBPyConnection:
+        """A new read-only cursor on a published snapshot; use one per thread, close when done."""
+        with self._lock:
+            con = self._connections.get(snapshot_id)
+            if con is None:
+                path = self.path_of(snapshot_id)
+                if not path.exists():
+                    raise SnapshotNotFound(snapshot_id)
+                con = duckdb.connect(str(path), read_only=True)
+                self._connections[snapshot_id] = con
+            return con.cursor()
+
+    def close(self) -> None:
+        """Close every cached connection."""
+        with self._lock:
+            for con in self._connections.values():
+                con.close()
+            self._connections.clear()
+
+
+def open_snapshot(data_dir: Path | str, snapshot_id: str = "latest") -> duckdb.DuckDBPyConnection:
+    """Open one published snapshot read-only, for notebooks: `framework_share(open_snapshot("data"))`."""
+    store = SnapshotStore(Path(data_dir))
+    meta = store.get(snapshot_id)
+    return duckdb.connect(str(store.path_of(meta.id)), read_only=True)
+
+
+def tmp_creation_lock(data_dir: Path) -> filelock.FileLock:
+    """The lock a writer holds while it creates and locks its temp directory.
+
+    `clean_tmp` holds it too, so it can never take a directory that a writer has made but not yet
+    locked for itself.
+    """
+    tmp_dir = Path(data_dir) / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(tmp_dir / ".lock", preserve_lock_file=True)
+
+
+def clean_tmp(data_dir: Path) -> list[Path]:
+    """Remove temp directories left by writers that died; returns what was removed.
+
+    A live writer holds the flock on its own .lock file, so only abandoned directories are removed,
+    even while another writer is at work.
+    """
+    removed: list[Path] = []
+    with tmp_creation_lock(data_dir):
+        for entry in (Path(data_dir) / "tmp").iterdir():
+            if entry.name == ".lock":
+                continue
+            if not entry.is_dir():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+                continue
+            lock = filelock.FileLock(entry / ".lock", blocking=False, preserve_lock_file=True)
+            try:
+                with lock:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+            except filelock.Timeout:
+                continue  # held by a live writer
+    return removed
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry to disk, so a rename survives a power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
