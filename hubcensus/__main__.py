@@ -1,0 +1,3 @@
+from hubcensus.cli import main
+
+main()

@@ -1,0 +1,185 @@
+"""The `hubcensus` command: ingest, import, list snapshots, serve, demo."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Column, Table
+
+from hubcensus.config import Settings
+from ingest.dumps import import_dump
+from ingest.errors import IngestError
+from ingest.hub import ingest_hub
+from queries.store import SnapshotMeta, SnapshotStore
+
+app = typer.Typer(help="Reproducible numbers about the Hugging Face Hub.", no_args_is_help=True)
+err = Console(stderr=True)
+# Piped output is not cut to 80 columns: tables of ids must stay whole for scripts and logs.
+out = Console(width=None if sys.stdout.isatty() else 200)
+
+BUNDLED = "hub-2022-02-21.jsonl.gz"
+BUNDLED_TAKEN_AT = datetime(2022, 2, 21, tzinfo=UTC)
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Snapshot store [env HUBCENSUS_DATA_DIR, default ./data].")
+]
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"bad setting {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _report(meta: SnapshotMeta) -> None:
+    out.print(
+        f"published snapshot [bold]{meta.id}[/]: {meta.models:,} models, {meta.bad_records:,} bad records, "
+        f"{meta.duplicates:,} duplicates, {meta.duration_s:.1f} s",
+        highlight=False,
+    )
+    for reason, n in meta.bad_reasons.items():
+        out.print(f"  bad: {n:,} x {reason}", highlight=False)
+
+
+@app.command()
+def ingest(
+    endpoint: Annotated[
+        str | None, typer.Option(help="Hub URL [env HF_ENDPOINT, default https://huggingface.co].")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Hub token [env HF_TOKEN]; sent only to the endpoint.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many models.")] = None,
+    filter: Annotated[
+        list[str] | None, typer.Option("--filter", help="Only models with this tag (repeatable).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds per request [env HUBCENSUS_HTTP_TIMEOUT, 30].")
+    ] = None,
+) -> None:
+    """Snapshot the Hub's model list through the official client."""
+    settings = _settings(data_dir=data_dir, hf_endpoint=endpoint, hf_token=token, http_timeout=timeout)
+    out.print(f"ingesting from {settings.hf_endpoint} into {settings.data_dir}", highlight=False)
+    try:
+        meta = ingest_hub(
+            settings.data_dir,
+            endpoint=settings.hf_endpoint,
+            token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+            limit=limit,
+            filters=filter or (),
+            timeout=settings.http_timeout,
+        )
+    except IngestError as exc:
+        _fail(str(exc))
+    _report(meta)
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="JSON array(s), JSON Lines or Parquet; .gz is fine.")],
+    taken_at: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%z"],
+            help="When the dump was taken (UTC unless a zone is given) [default: now].",
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    max_bad_share: Annotated[
+        float | None,
+        typer.Option(help="Fail above this share of bad records [env HUBCENSUS_MAX_BAD_SHARE, 0.05]."),
+    ] = None,
+) -> None:
+    """Import a dump of Hub API model objects as a snapshot."""
+    settings = _settings(data_dir=data_dir, max_bad_share=max_bad_share)
+    when = (taken_at or datetime.now(UTC)).replace(tzinfo=(taken_at.tzinfo if taken_at else None) or UTC)
+    try:
+        meta = import_dump(path, settings.data_dir, taken_at=when, max_bad_share=settings.max_bad_share)
+    except IngestError as exc:
+        _fail(str(exc))
+    _report(meta)
+
+
+@app.command()
+def snapshots(data_dir: DataDirOpt = None) -> None:
+    """List published snapshots, newest first."""
+    settings = _settings(data_dir=data_dir)
+    table = Table("kind", "source", "models", "bad", "seconds")
+    table.columns.insert(0, Column("taken_at", no_wrap=True))
+    table.columns.insert(0, Column("id", no_wrap=True))
+    for m in SnapshotStore(settings.data_dir).snapshots():
+        table.add_row(
+            m.id,
+            m.taken_at.isoformat(),
+            m.kind,
+            m.source,
+            f"{m.models:,}",
+            f"{m.bad_records:,}",
+            f"{m.duration_s:.1f}",
+        )
+    out.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address [env HUBCENSUS_HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env HUBCENSUS_PORT, 8000].")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve the HTTP API over the snapshot store."""
+    settings = _settings(data_dir=data_dir, host=host, port=port)
+    _serve(settings)
+
+
+@app.command()
+def demo(
+    port: Annotated[int | None, typer.Option(help="Port [env HUBCENSUS_PORT, 8000].")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Import the bundled real 2022-02-21 Hub crawl if it is not there yet, and serve it."""
+    settings = _settings(data_dir=data_dir, port=port)
+    store = SnapshotStore(settings.data_dir)
+    if not any(m.source == BUNDLED for m in store.snapshots()):
+        out.print(f"importing the bundled crawl {BUNDLED} (29,432 models) ...")
+        with resources.as_file(resources.files("hubcensus") / "data" / BUNDLED) as path:
+            try:
+                _report(import_dump(path, settings.data_dir, taken_at=BUNDLED_TAKEN_AT, max_bad_share=0.0))
+            except IngestError as exc:
+                _fail(str(exc))
+    _serve(settings)
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
+    out.print(
+        f"serving {settings.data_dir} on http://{settings.host}:{settings.port}  (docs: /docs)",
+        highlight=False,
+    )
+    uvicorn.run(create_app(settings.data_dir), host=settings.host, port=settings.port, log_level="info")
+
+
+def main() -> None:
+    """Entry point for `python -m hubcensus`."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app()

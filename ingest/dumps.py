@@ -1,0 +1,139 @@
+"""Import dumps of Hub API model objects as snapshots.
+
+Reads JSON arrays (several concatenated arrays in one file too), JSON Lines, hub-stats style
+Parquet, and gzip of the JSON forms, streaming: memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, cast
+
+import ijson
+import pyarrow.parquet as pq
+
+from ingest.errors import IngestError
+from ingest.records import BadRecord, parse_record
+from ingest.writer import SnapshotWriter
+from queries.store import SnapshotMeta
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A piece of the input that did not decode as JSON."""
+
+    reason: str
+    excerpt: str
+
+
+def _open(path: Path) -> IO[bytes]:
+    raw = path.open("rb")
+    if raw.read(2) == b"\x1f\x8b":  # gzip magic, whatever the file is called
+        raw.seek(0)
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    raw.seek(0)
+    return raw
+
+
+def _first_char(stream: IO[bytes]) -> bytes:
+    # Peek past leading white space without consuming the stream (gzip streams cannot seek cheaply).
+    while True:
+        ch = stream.read(1)
+        if not ch or not ch.isspace():
+            return ch
+
+
+def read_dump(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield `(position, value)` for each record: a decoded JSON value, or `Unreadable`.
+
+    Positions are 1-based line numbers for JSON Lines and 1-based record numbers otherwise.
+    Raises IngestError when the file as a whole cannot be read.
+    """
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        yield from _read_parquet(path)
+        return
+    with _open(path) as stream:
+        try:
+            first = _first_char(stream)
+        except (OSError, EOFError) as exc:
+            raise IngestError(f"{path}: cannot read: {exc}") from exc
+    with _open(path) as stream:
+        if first == b"[":
+            yield from _read_arrays(path, stream)
+        elif first == b"{":
+            yield from _read_lines(stream)
+        elif first == b"":
+            raise IngestError(f"{path}: the file is empty")
+        else:
+            raise IngestError(f"{path}: not a JSON array, JSON Lines or Parquet file (starts with {first!r})")
+
+
+def _read_arrays(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    position = 0
+    try:
+        # multiple_values: some real dumps are several arrays written one after another.
+        for value in ijson.items(stream, "item", multiple_values=True, use_float=True):
+            position += 1
+            yield position, value
+    except (ijson.JSONError, ijson.IncompleteJSONError, OSError, EOFError) as exc:
+        # Past a syntax error a JSON array cannot be resynchronised: the whole file is unusable.
+        raise IngestError(f"{path}: invalid JSON after record {position}: {exc}") from exc
+
+
+def _read_lines(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    for lineno, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            yield lineno, Unreadable(f"invalid JSON: {reason}", line[:200].decode("utf-8", "replace"))
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise IngestError(f"{path}: not a readable Parquet file: {exc}") from exc
+    position = 0
+    for batch in parquet.iter_batches(batch_size=10_000):
+        for row in batch.to_pylist():
+            position += 1
+            yield position, row
+
+
+def import_dump(
+    path: Path,
+    data_dir: Path,
+    *,
+    taken_at: datetime,
+    max_bad_share: float,
+) -> SnapshotMeta:
+    """Import one dump file as a snapshot; fails, publishing nothing, if too many records are bad."""
+    with SnapshotWriter(data_dir, taken_at=taken_at, source=path.name, kind="import") as writer:
+        for position, value in read_dump(path):
+            if isinstance(value, Unreadable):
+                writer.add_bad(position, value.reason, value.excerpt)
+                continue
+            try:
+                writer.add(parse_record(value))
+            except BadRecord as exc:
+                writer.add_bad(position, str(exc), json.dumps(value, default=str)[:200])
+        total = writer.rows_seen + writer.bad
+        if writer.rows_seen == 0:
+            raise IngestError(f"{path}: no readable model records ({writer.bad} bad)")
+        if writer.bad / total > max_bad_share:
+            reasons = "; ".join(f"{n}x {r}" for r, n in writer.bad_reasons.most_common(3))
+            raise IngestError(
+                f"{path}: {writer.bad} of {total} records are bad, more than the allowed share "
+                f"{max_bad_share:.1%}; nothing was published. Most common: {reasons}"
+            )
+        return writer.publish()

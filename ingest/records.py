@@ -1,0 +1,137 @@
+"""One Hub model record, validated into the row a snapshot stores.
+
+Accepts both shapes the Hub API has had: the modern one (`id`, `createdAt`, `author`, ...) and the
+2022 one (`modelId`, no `createdAt`, no `author`). Unknown fields are ignored and missing ones
+become null; a record whose known fields have the wrong type is rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class Sibling(BaseModel):
+    """A file in the model repository; only its name matters here."""
+
+    model_config = ConfigDict(extra="ignore")
+    rfilename: str
+
+
+class HubModelRecord(BaseModel):
+    """The fields of a Hub model object that a snapshot keeps."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, validation_alias=AliasChoices("id", "modelId"))
+    author: str | None = None
+    created_at: datetime | None = Field(None, validation_alias=AliasChoices("createdAt", "created_at"))
+    last_modified: datetime | None = Field(
+        None, validation_alias=AliasChoices("lastModified", "last_modified")
+    )
+    downloads: int | None = None
+    likes: int | None = None
+    tags: list[str] | None = None
+    pipeline_tag: str | None = None
+    library_name: str | None = None
+    private: bool | None = None
+    gated: str | None = None
+    sha: str | None = None
+    siblings: list[Sibling] | None = None
+
+    @field_validator("siblings", mode="before")
+    @classmethod
+    def _siblings_from_strings(cls, value: Any) -> Any:
+        # Dumps written with str(ModelInfo) carry "RepoSibling(rfilename='a.bin', ...)" strings, and
+        # some tools write bare file names: both name the file as clearly as the API's objects do.
+        if not isinstance(value, list):
+            return value
+        return [_sibling_from_string(v) if isinstance(v, str) else v for v in value]
+
+    @field_validator("gated", mode="before")
+    @classmethod
+    def _gated_as_text(cls, value: Any) -> Any:
+        # The Hub answers false, "auto" or "manual": keep one text column with the Hub's words.
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value
+
+    def to_row(self) -> dict[str, Any]:
+        """The snapshot row: author derived from the id when the record has none (2022 shape)."""
+        author = self.author
+        if author is None and "/" in self.id:
+            author = self.id.split("/", 1)[0]
+        return {
+            "id": self.id,
+            "author": author,
+            "created_at": _utc_naive(self.created_at),
+            "last_modified": _utc_naive(self.last_modified),
+            "downloads": self.downloads,
+            "likes": self.likes,
+            "tags": self.tags,
+            "pipeline_tag": self.pipeline_tag,
+            "library_name": self.library_name,
+            "private": self.private,
+            "gated": self.gated,
+            "sha": self.sha,
+            "files": None if self.siblings is None else [s.rfilename for s in self.siblings],
+        }
+
+
+_REPR_SIBLING = re.compile(r"""^RepoSibling\(rfilename=(['"])(.*?)\1[,)]""")
+
+
+def _sibling_from_string(value: str) -> dict[str, str]:
+    match = _REPR_SIBLING.match(value)
+    return {"rfilename": match.group(2) if match else value}
+
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("author", pa.string()),
+        ("created_at", pa.timestamp("ms")),
+        ("last_modified", pa.timestamp("ms")),
+        ("downloads", pa.int64()),
+        ("likes", pa.int64()),
+        ("tags", pa.list_(pa.string())),
+        ("pipeline_tag", pa.string()),
+        ("library_name", pa.string()),
+        ("private", pa.bool_()),
+        ("gated", pa.string()),
+        ("sha", pa.string()),
+        ("files", pa.list_(pa.string())),
+    ]
+)
+
+
+def _utc_naive(value: datetime | None) -> datetime | None:
+    # Stored as naive UTC timestamps: DuckDB would otherwise render TIMESTAMPTZ in the session zone.
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def parse_record(obj: Any) -> dict[str, Any]:
+    """Validate one decoded JSON value into a row; raises BadRecord with a short reason."""
+    if not isinstance(obj, dict):
+        raise BadRecord(f"not an object ({type(obj).__name__})")
+    try:
+        return HubModelRecord.model_validate(obj).to_row()
+    except ValidationError as exc:
+        raise BadRecord(_reason(exc)) from None
+
+
+def _reason(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "record"
+    # Aliases show as a choice of names; the first (API) name reads best.
+    return f"{loc}: {err['msg']}"
+
+
+class BadRecord(ValueError):
+    """A record that cannot be stored, with the reason as its message."""
