@@ -1,0 +1,34 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+
+from queries.store import SnapshotStore
+from service.deps import reject_unknown_parameters
+from service.errors import install_error_handlers
+from service.routes import frameworks, meta, snapshots
+
+DESCRIPTION = """
+Reproducible numbers about the Hugging Face Hub, computed over immutable snapshots of its model
+metadata. Every answer states the snapshot and method it was computed with. Errors always come as
+`{"error": {"code", "message", "status", "details"}}` with a stable `code`.
+"""
+
+
+def create_app(data_dir: Path) -> FastAPI:
+    """Build the API over the snapshot store in `data_dir` (read-only; never waits on a writer)."""
+    app = FastAPI(
+        title="hubcensus",
+        version="0.1.0",
+        description=DESCRIPTION,
+        dependencies=[Depends(reject_unknown_parameters)],
+    )
+    app.state.store = SnapshotStore(data_dir)
+    install_error_handlers(app)
+    app.include_router(meta.router)
+    app.include_router(snapshots.router)
+    app.include_router(frameworks.router)
+    return app

@@ -1,0 +1,86 @@
+"""Dependencies shared by the routes: the snapshot store, snapshot resolution, parameter checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+import duckdb
+from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore
+from service.errors import ApiError
+
+
+def get_store(request: Request) -> SnapshotStore:
+    """The process-wide store, created by the app factory."""
+    store: SnapshotStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[SnapshotStore, Depends(get_store)]
+
+
+def lookup_snapshot(store: SnapshotStore, snapshot: str) -> SnapshotMeta:
+    """The snapshot a request names: 404 for an unknown id, 503 when nothing is published yet."""
+    try:
+        return store.get(snapshot)
+    except SnapshotNotFound:
+        if snapshot == "latest":
+            raise ApiError(
+                503, "no_snapshots", "No snapshot has been published yet: run `hubcensus import` or `ingest`."
+            ) from None
+        raise ApiError(404, "snapshot_not_found", f"No snapshot with id {snapshot!r}.") from None
+
+
+def resolve_snapshot(
+    store: StoreDep,
+    snapshot: Annotated[
+        str, Query(description="A snapshot id, or `latest`.", examples=["latest"], max_length=100)
+    ] = "latest",
+) -> SnapshotMeta:
+    """The snapshot named by the `snapshot` query parameter."""
+    return lookup_snapshot(store, snapshot)
+
+
+SnapshotDep = Annotated[SnapshotMeta, Depends(resolve_snapshot)]
+
+
+def snapshot_cursor(store: StoreDep, meta: SnapshotDep) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only cursor on the requested snapshot, closed after the request."""
+    cursor = store.cursor(meta.id)
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
+CursorDep = Annotated[duckdb.DuckDBPyConnection, Depends(snapshot_cursor)]
+
+
+def reject_unknown_parameters(request: Request) -> None:
+    """Answer 422 for a query parameter the route does not take: a typo must not pass silently."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = {p.alias for p in route.dependant.query_params}
+    known |= {p.alias for dep in _all_dependants(route) for p in dep.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no parameters"
+        raise ApiError(
+            422,
+            "unknown_parameter",
+            f"Unknown query parameter {unknown[0]!r}; this route takes: {takes}.",
+            [{"parameter": name, "in": "query", "message": "unknown parameter"} for name in unknown],
+        )
+
+
+def _all_dependants(route: APIRoute) -> Iterator[Dependant]:
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        yield dep
+        stack.extend(dep.dependencies)
