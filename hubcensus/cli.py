@@ -21,7 +21,7 @@ from ingest.hub import ingest_hub
 from queries.store import SnapshotMeta, SnapshotStore
 
 app = typer.Typer(help="Reproducible numbers about the Hugging Face Hub.", no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 # Piped output is not cut to 80 columns: tables of ids must stay whole for scripts and logs.
 out = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -33,12 +33,25 @@ DataDirOpt = Annotated[
 ]
 
 
+# How each setting is spelled on the command line and in the environment, for error messages.
+_SETTING_NAMES = {
+    "data_dir": "--data-dir / HUBCENSUS_DATA_DIR",
+    "HF_ENDPOINT": "--endpoint / HF_ENDPOINT",
+    "HF_TOKEN": "--token / HF_TOKEN",
+    "http_timeout": "--timeout / HUBCENSUS_HTTP_TIMEOUT",
+    "max_bad_share": "--max-bad-share / HUBCENSUS_MAX_BAD_SHARE",
+    "host": "--host / HUBCENSUS_HOST",
+    "port": "--port / HUBCENSUS_PORT",
+}
+
+
 def _settings(**overrides: object) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        _fail(f"bad setting {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        first = exc.errors(include_url=False)[0]
+        name = ".".join(str(p) for p in first["loc"])
+        _fail(f"bad {_SETTING_NAMES.get(name, name)}: {first['msg'].removeprefix('Value error, ')}")
 
 
 def _fail(message: str) -> NoReturn:

@@ -129,7 +129,7 @@ def import_dump(
                 writer.add_bad(position, str(exc), json.dumps(value, default=str)[:200])
         total = writer.rows_seen + writer.bad
         if writer.rows_seen == 0:
-            raise IngestError(f"{path}: no readable model records ({writer.bad} bad)")
+            raise IngestError(f"{path}: no readable model records ({writer.bad} bad); nothing was published.")
         if writer.bad / total > max_bad_share:
             reasons = "; ".join(f"{n}x {r}" for r, n in writer.bad_reasons.most_common(3))
             raise IngestError(

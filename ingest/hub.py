@@ -41,24 +41,27 @@ EXPAND: list[Any] = [
 
 
 def configure_http(endpoint: str, timeout: float) -> None:
-    """Give the client's shared HTTP session a timeout and keep the token on the endpoint.
+    """Give every Hub request a timeout, and keep the token on the configured endpoint.
 
-    huggingface_hub sets no timeout on listing calls, so a silent server would hang a run forever.
-    We keep its own client factory (offline mode, request ids) and add two things: a connect/read
-    timeout, and a hook that strips the Authorization header from any request that leaves the
-    configured endpoint's origin (a `Link: rel="next"` pointing elsewhere must not get the token).
+    huggingface_hub passes `timeout=None` explicitly on listing calls, which overrides any client
+    default, so a silent server would hang a run forever. We keep its own client factory (offline
+    mode, request ids) and add a request hook that (1) sets the request's connect/read/write/pool
+    timeouts, which httpx reads from the request itself, and (2) strips the Authorization header
+    from any request leaving the endpoint's origin: a `Link: rel="next"` pointing elsewhere must
+    never receive the token.
     """
     origin = httpx2.URL(endpoint)
+    timeouts = httpx2.Timeout(timeout).as_dict()
 
-    def keep_token_home(request: httpx2.Request) -> None:
+    def on_request(request: httpx2.Request) -> None:
+        request.extensions["timeout"] = timeouts
         url = request.url
         if (url.scheme, url.host, url.port) != (origin.scheme, origin.host, origin.port):
             request.headers.pop("authorization", None)
 
     def factory() -> httpx2.Client:
         client = default_client_factory()
-        client.timeout = httpx2.Timeout(timeout)
-        client.event_hooks["request"] = [*client.event_hooks["request"], keep_token_home]
+        client.event_hooks["request"] = [*client.event_hooks["request"], on_request]
         return client
 
     set_client_factory(factory)

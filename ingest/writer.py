@@ -170,8 +170,10 @@ class SnapshotWriter:
         con.close()
         self._con = None
         (self._tmp / META_NAME).write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
-        _fsync_file(self._tmp / DB_NAME)
-        _fsync_file(self._tmp / META_NAME)
+        for name in (DB_NAME, META_NAME):
+            # Read-only on disk too: a published snapshot is immutable, and tools should see that.
+            (self._tmp / name).chmod(0o444)
+            _fsync_file(self._tmp / name)
         (self._tmp / ".lock").unlink(missing_ok=True)
         snapshots_dir = self.data_dir / "snapshots"
         snapshots_dir.mkdir(parents=True, exist_ok=True)

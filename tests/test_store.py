@@ -1,0 +1,173 @@
+"""The snapshot store: atomic publication, pick-up without restart, nothing left by a killed writer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from ingest.writer import SnapshotWriter
+from queries.store import SnapshotStore, clean_tmp
+from service.app import create_app
+from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022
+from tests.hubserver import HubServer, RequestInfo, Response
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def live_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The real app under uvicorn on loopback, in a thread, over an initially empty data dir."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(data_dir), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", data_dir
+    server.should_exit = True
+    thread.join(5)
+
+
+def hubcensus(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in its own process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "hubcensus", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_new_snapshot_is_picked_up_by_a_running_api(live_api: tuple[str, Path]) -> None:
+    url, data_dir = live_api
+    assert httpx.get(f"{url}/v1/frameworks/share").status_code == 503
+    first = hubcensus(
+        "import",
+        str(FIXTURES / "rimel_2024-12-15_list.json.gz"),
+        "--taken-at",
+        "2024-12-15",
+        "--data-dir",
+        str(data_dir),
+    )
+    assert first.returncode == 0, first.stderr
+    one = httpx.get(f"{url}/v1/frameworks/share").json()
+    assert one["snapshot"]["taken_at"] == "2024-12-15T00:00:00Z" and one["total"]["models"] == 1_319
+    # A second, newer snapshot written by another process while this one serves: no restart needed.
+    second = hubcensus(
+        "import",
+        str(FIXTURES / "rimel_2025-01-14_list.json.gz"),
+        "--taken-at",
+        "2025-01-14",
+        "--data-dir",
+        str(data_dir),
+    )
+    assert second.returncode == 0, second.stderr
+    two = httpx.get(f"{url}/v1/frameworks/share").json()
+    assert two["snapshot"]["taken_at"] == "2025-01-14T00:00:00Z" and two["total"]["models"] == 3_180
+    # The older one stays addressable by id.
+    old = httpx.get(f"{url}/v1/frameworks/share", params={"snapshot": one["snapshot"]["id"]}).json()
+    assert old["total"] == one["total"]
+    listing = httpx.get(f"{url}/v1/snapshots").json()["snapshots"]
+    assert [s["id"] for s in listing] == [two["snapshot"]["id"], one["snapshot"]["id"]]
+
+
+def test_killed_ingest_leaves_nothing_visible(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
+    data_dir = tmp_path / "data"
+    third_page = threading.Event()
+
+    def stall_on_third_page(info: RequestInfo) -> Response | None:
+        if len(hub.requests) >= 3:
+            third_page.set()
+            time.sleep(30)
+        return None
+
+    with HubServer(crawl_2022[:5000], page_size=1000, hook=stall_on_third_page) as hub:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hubcensus", "ingest", "--endpoint", hub.url, "--data-dir", str(data_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert third_page.wait(60), "the worker never reached the third page"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        hub.hook = None
+    assert SnapshotStore(data_dir).snapshots() == []
+    leftovers = [p for p in (data_dir / "tmp").iterdir() if p.name != ".lock"]
+    assert len(leftovers) == 1 and (leftovers[0] / "snapshot.duckdb").exists()
+    assert not (data_dir / "snapshots").exists() or list((data_dir / "snapshots").iterdir()) == []
+    # The next run cleans the leftovers and succeeds.
+    done = hubcensus("import", str(BUNDLED), "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (data_dir / "tmp").iterdir()] == [".lock"]
+    assert len(SnapshotStore(data_dir).snapshots()) == 1
+
+
+def test_clean_tmp_spares_a_live_writer(tmp_path: Path) -> None:
+    with SnapshotWriter(tmp_path, taken_at=TAKEN_2022, source="t", kind="import") as writer:
+        writer.add(
+            {
+                "id": "a/b",
+                **dict.fromkeys(
+                    [
+                        "author",
+                        "created_at",
+                        "last_modified",
+                        "downloads",
+                        "likes",
+                        "tags",
+                        "pipeline_tag",
+                        "library_name",
+                        "private",
+                        "gated",
+                        "sha",
+                        "files",
+                    ]
+                ),
+            }
+        )
+        abandoned = tmp_path / "tmp" / "20200101T000000Z-dead00"
+        abandoned.mkdir()
+        assert clean_tmp(tmp_path) == [abandoned]
+        assert (tmp_path / "tmp" / writer.id).is_dir()
+        meta = writer.publish()
+    assert SnapshotStore(tmp_path).get().id == meta.id
+
+
+def test_published_snapshot_is_read_only_and_complete(demo_data_dir: Path) -> None:
+    store = SnapshotStore(demo_data_dir)
+    meta = store.get()
+    folder = store.path_of(meta.id).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "snapshot.duckdb"]
+    for path in folder.iterdir():
+        assert path.stat().st_mode & 0o222 == 0
+    con = store.cursor(meta.id)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert tables == {"models", "bad_records", "meta"}
+    with pytest.raises(Exception, match="read-only"):
+        con.execute("DELETE FROM models")
+    assert meta.taken_at == TAKEN_2022
+
+
+def test_a_directory_without_meta_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "snapshots" / "garbage").mkdir(parents=True)
+    (tmp_path / "snapshots" / "stray-file").write_text("x")
+    assert SnapshotStore(tmp_path).snapshots() == []
