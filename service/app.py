@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from queries.store import SnapshotStore
 from service.deps import reject_unknown_parameters
@@ -20,7 +21,8 @@ metadata. Every answer states the snapshot and method it was computed with. Erro
 
 def create_app(data_dir: Path) -> FastAPI:
     """Build the API over the snapshot store in `data_dir` (read-only; never waits on a writer)."""
-    app = FastAPI(
+    # FastAPIOffline serves the /docs and /redoc assets itself: no CDN, so the docs work offline.
+    app = FastAPIOffline(
         title="hubcensus",
         version="0.1.0",
         description=DESCRIPTION,

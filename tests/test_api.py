@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any, cast
 
@@ -182,4 +183,9 @@ def test_openapi_documents_routes_and_error_shape(client: TestClient) -> None:
     assert share["description"] or share["summary"]
     assert "422" in share["responses"] and "404" in share["responses"]
     assert "ErrorResponse" in spec["components"]["schemas"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # The docs page loads its assets from this server, never from a CDN: /docs works offline.
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets and all(a.startswith("/") for a in assets)
+    assert all(client.get(a).status_code == 200 for a in assets)
