@@ -27,7 +27,7 @@ from queries.store import (
     META_NAME,
     SnapshotMeta,
     clean_tmp,
-    fsync_dir,
+    fsync_path,
     new_snapshot_id,
     tmp_creation_lock,
 )
@@ -173,13 +173,13 @@ class SnapshotWriter:
         for name in (DB_NAME, META_NAME):
             # Read-only on disk too: a published snapshot is immutable, and tools should see that.
             (self._tmp / name).chmod(0o444)
-            _fsync_file(self._tmp / name)
+            fsync_path(self._tmp / name)
         (self._tmp / ".lock").unlink(missing_ok=True)
         snapshots_dir = self.data_dir / "snapshots"
         snapshots_dir.mkdir(parents=True, exist_ok=True)
         # The publication point: one rename of a complete directory within one file system.
         os.rename(self._tmp, snapshots_dir / self.id)
-        fsync_dir(snapshots_dir)
+        fsync_path(snapshots_dir)
         return meta
 
 
@@ -187,11 +187,3 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     row = con.execute(sql).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

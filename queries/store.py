@@ -182,8 +182,8 @@ def clean_tmp(data_dir: Path) -> list[Path]:
     return removed
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a directory entry to disk, so a rename survives a power loss."""
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries (so that a rename survives a power loss), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -15,8 +15,9 @@ import httpx2
 import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.hf_api import ExpandModelProperty_T
 
+from ingest.hub import EXPAND
+from tests.conftest import BUNDLED, FIXTURES
 from tests.hubserver import (
     DEFAULT_FIELDS,
     HubServer,
@@ -28,28 +29,8 @@ from tests.hubserver import (
     to_api_shape,
 )
 
-DATA = Path("/work/shared/data/hub-real")
-CRAWL_2022 = DATA / "raw" / "saranscript_2022-02-21_api_models_full.jsonl.gz"
-SAMPLE_300 = DATA / "normalized" / "sample_300.jsonl"
-
-pytestmark = pytest.mark.skipif(
-    not (CRAWL_2022.exists() and SAMPLE_300.exists()), reason="real Hub data sets not available"
-)
-
-EXPAND: list[ExpandModelProperty_T] = [
-    "author",
-    "createdAt",
-    "lastModified",
-    "downloads",
-    "likes",
-    "tags",
-    "pipeline_tag",
-    "library_name",
-    "private",
-    "gated",
-    "sha",
-    "siblings",
-]
+CRAWL_2022 = BUNDLED
+SAMPLE_300 = FIXTURES / "sample_300.jsonl.gz"
 
 
 @pytest.fixture(scope="module")

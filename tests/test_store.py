@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 
+from ingest.records import parse_record
 from ingest.writer import SnapshotWriter
 from queries.store import SnapshotStore, clean_tmp
 from service.app import create_app
@@ -123,27 +124,7 @@ def test_killed_ingest_leaves_nothing_visible(tmp_path: Path, crawl_2022: list[d
 
 def test_clean_tmp_spares_a_live_writer(tmp_path: Path) -> None:
     with SnapshotWriter(tmp_path, taken_at=TAKEN_2022, source="t", kind="import") as writer:
-        writer.add(
-            {
-                "id": "a/b",
-                **dict.fromkeys(
-                    [
-                        "author",
-                        "created_at",
-                        "last_modified",
-                        "downloads",
-                        "likes",
-                        "tags",
-                        "pipeline_tag",
-                        "library_name",
-                        "private",
-                        "gated",
-                        "sha",
-                        "files",
-                    ]
-                ),
-            }
-        )
+        writer.add(parse_record({"id": "a/b"}))
         abandoned = tmp_path / "tmp" / "20200101T000000Z-dead00"
         abandoned.mkdir()
         assert clean_tmp(tmp_path) == [abandoned]
