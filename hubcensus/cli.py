@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -74,17 +74,13 @@ def ingest(
     endpoint: Annotated[
         str | None, typer.Option(help="Hub URL [env HF_ENDPOINT, default https://huggingface.co].")
     ] = None,
-    token: Annotated[
-        str | None, typer.Option(help="Hub token [env HF_TOKEN]; sent only to the endpoint.")
-    ] = None,
+    token: Annotated[str | None, typer.Option(help="Hub token [env HF_TOKEN]; sent only to the endpoint.")] = None,
     data_dir: DataDirOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many models.")] = None,
     filter: Annotated[
         list[str] | None, typer.Option("--filter", help="Only models with this tag (repeatable).")
     ] = None,
-    timeout: Annotated[
-        float | None, typer.Option(help="Seconds per request [env HUBCENSUS_HTTP_TIMEOUT, 30].")
-    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per request [env HUBCENSUS_HTTP_TIMEOUT, 30].")] = None,
 ) -> None:
     """Snapshot the Hub's model list through the official client."""
     settings = _settings(data_dir=data_dir, hf_endpoint=endpoint, hf_token=token, http_timeout=timeout)
@@ -178,6 +174,113 @@ def demo(
     _serve(settings)
 
 
+# Each named query is an API route: the CLI runs the very same route in-process (no server, no socket),
+# so parameters, validation, errors and numbers are identical to the HTTP answers.
+QUERIES: dict[str, str] = {
+    "share": "/v1/frameworks/share",
+    "trend": "/v1/frameworks/trend",
+    "history": "/v1/frameworks/history",
+    "diff": "/v1/snapshots/{a}/diff/{b}",
+    "diff-models": "/v1/snapshots/{a}/diff/{b}/models",
+    "tasks": "/v1/tasks",
+    "libraries": "/v1/libraries",
+    "authors": "/v1/authors",
+    "models": "/v1/models",
+    "model": "/v1/models/{id}",
+    "snapshots": "/v1/snapshots",
+}
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def query(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(QUERIES)}.")],
+    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run a named query: `hubcensus query share --method tags --frameworks pytorch,tensorflow --top 30`.
+
+    Parameters are the API's, as `--name value` (`--min-downloads 10` for min_downloads; `--a`/`--b`
+    for diff snapshots, `--id` for one model). The whole answer is fetched, page by page.
+    """
+    if name not in QUERIES:
+        _fail(f"unknown query {name!r}; one of: {', '.join(QUERIES)}")
+    if output not in ("table", "csv", "json"):
+        _fail(f"--format must be table, csv or json, not {output!r}")
+    params = _parse_params(ctx.args)
+    path = QUERIES[name]
+    for key in ("a", "b", "id"):
+        if "{" + key + "}" in path:
+            if key not in params:
+                _fail(f"query {name} needs --{key}")
+            path = path.replace("{" + key + "}", params.pop(key))
+    settings = _settings(data_dir=data_dir)
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    with TestClient(create_app(settings.data_dir), raise_server_exceptions=False) as client:
+        if output == "csv":
+            response = client.get(path, params={**params, "_format": "csv", "_size": "10000"})
+            _check(response)
+            out.file.write(response.text)
+            return
+        response = client.get(path, params=params)
+        _check(response)
+        body = response.json()
+        rows = body.get("rows") if isinstance(body, dict) else None
+        while rows is not None and body.get("next_url"):
+            body = client.get(body["next_url"]).json()
+            rows.extend(body["rows"])
+    if output == "json" or rows is None:
+        out.print_json(data=response.json() if rows is None else {**response.json(), "rows": rows, "next": None})
+        return
+    _print_table(response.json(), rows)
+
+
+def _parse_params(args: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    it = iter(args)
+    for arg in it:
+        if not arg.startswith("--"):
+            _fail(f"expected --name value, got {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            value = next(it, None)  # type: ignore[assignment]
+            if value is None:
+                _fail(f"--{key} needs a value")
+        params[key.replace("-", "_") if key not in ("from", "to") else key] = value
+    return params
+
+
+def _check(response: Any) -> None:
+    if response.status_code >= 400:
+        error = response.json().get("error", {})
+        _fail(f"{error.get('message', response.text)} [{error.get('code', response.status_code)}]")
+
+
+def _print_table(envelope: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    snapshot = envelope.get("snapshot") or {}
+    facts = [f"snapshot {snapshot.get('id')}" if snapshot else None]
+    facts += [f"{k} {envelope[k]}" for k in ("method", "weight", "by", "interval") if envelope.get(k)]
+    out.print(" · ".join(f for f in facts if f), highlight=False)
+    flat = [_flatten(r) for r in rows]
+    table = Table(*(flat[0].keys() if flat else ["(no rows)"]))
+    for row in flat:
+        table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+    out.print(table)
+
+
+def _flatten(row: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def _serve(settings: Settings) -> None:
     import uvicorn
 
@@ -192,7 +295,8 @@ def _serve(settings: Settings) -> None:
 
 def main() -> None:
     """Entry point for `python -m hubcensus`."""
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per HTTP request is noise on a terminal; warnings (retries, rate limits) still show.
+    for noisy in ("httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     app()

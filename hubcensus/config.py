@@ -23,9 +23,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("HF_TOKEN"), description="Hub token, sent only to the endpoint."
     )
     http_timeout: float = Field(30.0, gt=0, description="Seconds for each Hub request (connect and read).")
-    max_bad_share: float = Field(
-        0.05, ge=0, le=1, description="Import fails above this share of bad records."
-    )
+    max_bad_share: float = Field(0.05, ge=0, le=1, description="Import fails above this share of bad records.")
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
 

@@ -30,9 +30,7 @@ class HubModelRecord(BaseModel):
     id: str = Field(min_length=1, validation_alias=AliasChoices("id", "modelId"))
     author: str | None = None
     created_at: datetime | None = Field(None, validation_alias=AliasChoices("createdAt", "created_at"))
-    last_modified: datetime | None = Field(
-        None, validation_alias=AliasChoices("lastModified", "last_modified")
-    )
+    last_modified: datetime | None = Field(None, validation_alias=AliasChoices("lastModified", "last_modified"))
     downloads: int | None = None
     likes: int | None = None
     tags: list[str] | None = None

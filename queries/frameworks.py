@@ -128,9 +128,7 @@ def evidence(
     return {"tags": by_tags, "files": by_files, "inferred": by_tags + by_files + by_library}
 
 
-def classify(
-    tags: Sequence[str] | None, files: Sequence[str] | None, library_name: str | None
-) -> dict[Method, int]:
+def classify(tags: Sequence[str] | None, files: Sequence[str] | None, library_name: str | None) -> dict[Method, int]:
     """The bitmask of each method for one model (the Python twin of `mask_sql`)."""
     return {m: mask_of(e.framework for e in ev) for m, ev in evidence(tags, files, library_name).items()}
 

@@ -1,74 +1,65 @@
-"""Framework share: of the models in each group, how many ship each framework alone, several, or none."""
+"""Framework share and its trend by creation period: of the models in each group (or period), how many
+ship each framework alone, several, or none."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
-from typing import Literal, get_args
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import duckdb
-from pydantic import BaseModel, Field
+import pyarrow as pa
 
-from queries.frameworks import (
-    BIT,
-    FRAMEWORKS,
-    Framework,
-    Method,
-    combination_name,
-    frameworks_of,
-    mask_of,
-    shared_combinations,
+from queries.buckets import Bucket, bucketize, total_of
+from queries.filters import (
+    KNOWN_CREATED,
+    METHOD_COLUMNS,
+    WEIGHT_SQL,
+    ModelFilter,
+    Weight,
+    selected_cte,
+    universe_of,
 )
+from queries.frameworks import FRAMEWORKS, Framework, Method
+from queries.sql import run
 
 GroupBy = Literal["pipeline_tag", "library_name"]
 GROUP_BYS: tuple[GroupBy, ...] = get_args(GroupBy)
+Interval = Literal["month", "quarter", "year"]
 
 # Identifiers that reach SQL come only from these allow-lists, never from the request text.
 _GROUP_COLUMNS: dict[GroupBy, str] = {"pipeline_tag": "pipeline_tag", "library_name": "library_name"}
-_METHOD_COLUMNS: dict[Method, str] = {"tags": "fw_tags", "files": "fw_files", "inferred": "fw_inferred"}
+_PERIOD_SQL: dict[Interval, str] = {
+    "month": "strftime(created_at, '%Y-%m')",
+    "quarter": "strftime(created_at, '%Y') || '-Q' || quarter(created_at)",
+    "year": "strftime(created_at, '%Y')",
+}
+UNKNOWN_PERIOD = "unknown"
 
 
-class Bucket(BaseModel):
-    """Counts of models by the frameworks they ship, within a universe of frameworks."""
-
-    models: int = Field(description="All models counted (with_framework + none).")
-    with_framework: int = Field(description="Models with at least one framework of the universe.")
-    none: int = Field(description="Models with no framework of the universe.")
-    shared: int = Field(description="Models with two or more frameworks of the universe.")
-    exclusive: dict[str, int] = Field(description="Per framework: models with that framework only.")
-    combinations: dict[str, int] = Field(
-        description="Per combination of 2+ frameworks, e.g. `pytorch+tensorflow`."
-    )
-    pct: dict[str, float | None] = Field(
-        description="`<framework>_only` and `shared` as percent of with_framework (null when it is 0)."
-    )
-
-
-class GroupBucket(Bucket):
-    """A bucket for one value of the grouping column."""
-
-    group: str | None = Field(description="The group's value; null for models without one.")
-
-
-class ShareResult(BaseModel):
-    """The answer of `framework_share`, without the snapshot (the caller knows which it opened)."""
+@dataclass(frozen=True)
+class ShareResult:
+    """Buckets per group (`rows`, flat columns) and over everything (`total`)."""
 
     method: Method
-    by: GroupBy
+    by: GroupBy | None
     frameworks: list[Framework]
+    weight: Weight
     total: Bucket
-    rows: list[GroupBucket]
+    rows: pa.Table
 
 
-def _share_sql(by: GroupBy, method: Method) -> str:
-    return f"""
-SELECT {_GROUP_COLUMNS[by]} AS grp, {_METHOD_COLUMNS[method]} & $mask AS combo, count(*) AS n
-FROM models
-WHERE ($pipeline_tag IS NULL OR pipeline_tag = $pipeline_tag)
-  AND ($library_name IS NULL OR library_name = $library_name)
-  AND ($author IS NULL OR author = $author)
+def _combo_sql(key_sql: str, method: Method, weight: Weight, cte: str) -> str:
+    return f"""{cte}
+SELECT {key_sql} AS key, {METHOD_COLUMNS[method]} & $mask AS combo, {WEIGHT_SQL[weight]} AS n
+FROM selected
 GROUP BY ALL
 """
+
+
+def _by_size(row: dict[str, Any]) -> tuple[int, bool, str]:
+    # Largest first; ties by name so the order is reproducible; the null group last.
+    return (-row["models"], row["group"] is None, row["group"] or "")
 
 
 def framework_share(
@@ -77,6 +68,8 @@ def framework_share(
     by: GroupBy = "pipeline_tag",
     method: Method = "inferred",
     frameworks: Sequence[Framework] = FRAMEWORKS,
+    weight: Weight = "models",
+    flt: ModelFilter | None = None,
     pipeline_tag: str | None = None,
     library_name: str | None = None,
     author: str | None = None,
@@ -84,52 +77,44 @@ def framework_share(
     """Framework share per group in an open snapshot.
 
     `frameworks` is the universe of the comparison: frameworks outside it are ignored, so with
-    `["pytorch", "tensorflow"]` a model with PyTorch and JAX weights counts as PyTorch-only.
+    `["pytorch", "tensorflow"]` a model with PyTorch and JAX weights counts as PyTorch-only. With
+    `weight="downloads"` (or `likes`) every number is a sum of downloads (likes), not a count of models.
     """
-    universe = [fw for fw in FRAMEWORKS if fw in frameworks]  # canonical order, no repeats
-    if not universe:
-        raise ValueError("frameworks must name at least one of " + ", ".join(FRAMEWORKS))
-    rows = con.execute(
-        _share_sql(by, method),
-        {
-            "mask": mask_of(universe),
-            "pipeline_tag": pipeline_tag,
-            "library_name": library_name,
-            "author": author,
-        },
-    ).fetchall()
-    per_group: dict[str | None, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    totals: dict[int, int] = defaultdict(int)
-    for grp, combo, n in rows:
-        per_group[grp][combo] += n
-        totals[combo] += n
-    groups = [
-        GroupBucket(group=g, **_bucket(counts, universe).model_dump()) for g, counts in per_group.items()
-    ]
-    # Largest first; ties by name so that the order is reproducible, the null group last.
-    groups.sort(key=lambda b: (-b.models, b.group is None, b.group or ""))
-    return ShareResult(
-        method=method, by=by, frameworks=universe, total=_bucket(totals, universe), rows=groups
-    )
+    universe, mask = universe_of(frameworks)
+    flt = _with_shortcuts(flt, pipeline_tag=pipeline_tag, library_name=library_name, author=author)
+    cte, params = selected_cte(flt)
+    combos = run(con, _combo_sql(_GROUP_COLUMNS[by], method, weight, cte), {**params, "mask": mask})
+    combos = combos.rename_columns(["group", "combo", "n"])
+    rows = bucketize(combos, [("group", pa.string())], universe, sort_key=_by_size)
+    return ShareResult(method, by, universe, weight, total_of(combos, universe), rows)
 
 
-def _bucket(counts: dict[int, int], universe: list[Framework]) -> Bucket:
-    models = sum(counts.values())
-    none = counts.get(0, 0)
-    with_framework = models - none
-    exclusive: dict[str, int] = {fw: counts.get(BIT[fw], 0) for fw in universe}
-    combos = {combination_name(m): counts.get(m, 0) for m in shared_combinations(universe)}
-    shared = sum(n for mask, n in counts.items() if len(frameworks_of(mask)) >= 2)
+def framework_trend(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    interval: Interval = "month",
+    method: Method = "inferred",
+    frameworks: Sequence[Framework] = FRAMEWORKS,
+    weight: Weight = "models",
+    flt: ModelFilter | None = None,
+) -> ShareResult:
+    """Framework share of the models created in each period (`2024-05`, `2024-Q2`, `2024`).
 
-    def pct(n: int) -> float | None:
-        return round(100 * n / with_framework, 2) if with_framework else None
+    Models whose createdAt is missing or the Hub's 2022-03-02 placeholder go into the period
+    `unknown`, listed last, never into March 2022.
+    """
+    universe, mask = universe_of(frameworks)
+    cte, params = selected_cte(flt or ModelFilter())
+    key_sql = f"CASE WHEN {KNOWN_CREATED} THEN {_PERIOD_SQL[interval]} ELSE '{UNKNOWN_PERIOD}' END"
+    combos = run(con, _combo_sql(key_sql, method, weight, cte), {**params, "mask": mask})
+    combos = combos.rename_columns(["period", "combo", "n"])
+    # ISO periods sort as text; "unknown" sorts after every digit, so it comes last.
+    rows = bucketize(combos, [("period", pa.string())], universe, sort_key=lambda r: r["period"])
+    return ShareResult(method, None, universe, weight, total_of(combos, universe), rows)
 
-    return Bucket(
-        models=models,
-        with_framework=with_framework,
-        none=none,
-        shared=shared,
-        exclusive=exclusive,
-        combinations=combos,
-        pct={**{f"{fw}_only": pct(n) for fw, n in exclusive.items()}, "shared": pct(shared)},
-    )
+
+def _with_shortcuts(flt: ModelFilter | None, **shortcuts: str | None) -> ModelFilter:
+    # Keyword shortcuts keep notebook calls short: framework_share(con, pipeline_tag="fill-mask").
+    flt = flt or ModelFilter()
+    given = {k: v for k, v in shortcuts.items() if v is not None}
+    return flt.model_copy(update=given) if given else flt

@@ -44,9 +44,7 @@ class SnapshotMeta(BaseModel):
     """What every snapshot records about itself; stored as meta.json beside the DuckDB file."""
 
     id: str
-    taken_at: datetime = Field(
-        description="When the Hub was observed: `--taken-at` for imports, start for ingests."
-    )
+    taken_at: datetime = Field(description="When the Hub was observed: `--taken-at` for imports, start for ingests.")
     source: str = Field(description="The endpoint ingested from, or the file name imported.")
     kind: Literal["ingest", "import"]
     models: int = Field(description="Models in the snapshot, after de-duplication on id.")

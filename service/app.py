@@ -10,7 +10,8 @@ from fastapi_offline import FastAPIOffline
 from queries.store import SnapshotStore
 from service.deps import reject_unknown_parameters
 from service.errors import install_error_handlers
-from service.routes import frameworks, meta, snapshots
+from service.render import AnswerCache
+from service.routes import catalog, frameworks, meta, snapshots
 
 DESCRIPTION = """
 Reproducible numbers about the Hugging Face Hub, computed over immutable snapshots of its model
@@ -19,8 +20,11 @@ metadata. Every answer states the snapshot and method it was computed with. Erro
 """
 
 
-def create_app(data_dir: Path) -> FastAPI:
-    """Build the API over the snapshot store in `data_dir` (read-only; never waits on a writer)."""
+def create_app(data_dir: Path, *, query_timeout: float = 10.0, cache_bytes: int = 64 * 2**20) -> FastAPI:
+    """Build the API over the snapshot store in `data_dir` (read-only; never waits on a writer).
+
+    `query_timeout` bounds each query (504 past it); `cache_bytes` bounds the rendered-answer cache.
+    """
     # FastAPIOffline serves the /docs and /redoc assets itself: no CDN, so the docs work offline.
     app = FastAPIOffline(
         title="hubcensus",
@@ -29,8 +33,11 @@ def create_app(data_dir: Path) -> FastAPI:
         dependencies=[Depends(reject_unknown_parameters)],
     )
     app.state.store = SnapshotStore(data_dir)
+    app.state.query_timeout = query_timeout
+    app.state.answer_cache = AnswerCache(cache_bytes)
     install_error_handlers(app)
     app.include_router(meta.router)
     app.include_router(snapshots.router)
     app.include_router(frameworks.router)
+    app.include_router(catalog.router)
     return app

@@ -23,6 +23,9 @@ ErrorCode = Literal[
     "unknown_parameter",
     "snapshot_not_found",
     "no_snapshots",
+    "invalid_cursor",
+    "query_timeout",
+    "model_not_found",
     "http_error",
     "internal_error",
 ]
@@ -46,9 +49,7 @@ class ErrorResponse(BaseModel):
 class ApiError(Exception):
     """An error a route raises on purpose; becomes the envelope with this code and status."""
 
-    def __init__(
-        self, status: int, code: ErrorCode, message: str, details: list[dict[str, Any]] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: ErrorCode, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
 

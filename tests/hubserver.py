@@ -403,11 +403,7 @@ class HubServer:
             self._pipeline_tags.append(_opt_str(shaped.get("pipeline_tag")))
             self._library_names.append(_opt_str(shaped.get("library_name")))
             raw_tags = shaped.get("tags")
-            tags = (
-                tuple(sys.intern(t) for t in raw_tags if isinstance(t, str))
-                if isinstance(raw_tags, list)
-                else ()
-            )
+            tags = tuple(sys.intern(t) for t in raw_tags if isinstance(t, str)) if isinstance(raw_tags, list) else ()
             self._tags.append(tag_pool.setdefault(tags, tags))
         self._projections: dict[tuple[str, ...], list[bytes | None]] = {}
         self._projections_lock = threading.Lock()
@@ -553,9 +549,7 @@ class HubServer:
 
         return match
 
-    def _select(
-        self, start: int, limit: int, match: Callable[[int], bool] | None
-    ) -> tuple[Sequence[int], int | None]:
+    def _select(self, start: int, limit: int, match: Callable[[int], bool] | None) -> tuple[Sequence[int], int | None]:
         """Indices for one page from ``start`` and the offset of the next match (None if none left).
 
         Cursors are offsets into the whole record list, so a filtered listing is a single forward scan

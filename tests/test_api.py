@@ -76,9 +76,7 @@ def test_universe_folds_other_frameworks_away(client: TestClient) -> None:
     two = client.get("/v1/frameworks/share?method=tags&frameworks=pytorch,tensorflow").json()["total"]
     assert two["exclusive"]["pytorch"] == three["exclusive"]["pytorch"] + three["combinations"]["pytorch+jax"]
     assert two["models"] == three["models"]
-    assert three["exclusive"]["jax"] + three["combinations"]["tensorflow+jax"] == (
-        two["none"] - three["none"]
-    )
+    assert three["exclusive"]["jax"] + three["combinations"]["tensorflow+jax"] == (two["none"] - three["none"])
 
 
 @pytest.mark.parametrize(

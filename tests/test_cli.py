@@ -59,10 +59,7 @@ def test_bad_input_exits_non_zero_with_a_message(tmp_path: Path) -> None:
     bad_share = hubcensus("import", str(BUNDLED), "--max-bad-share", "7", "--data-dir", str(tmp_path))
     assert bad_share.returncode == 1 and "--max-bad-share" in bad_share.stderr
     bad_endpoint = hubcensus("ingest", "--endpoint", "ftp://x", "--data-dir", str(tmp_path))
-    assert (
-        bad_endpoint.returncode == 1
-        and "--endpoint / HF_ENDPOINT: must start with http" in bad_endpoint.stderr
-    )
+    assert bad_endpoint.returncode == 1 and "--endpoint / HF_ENDPOINT: must start with http" in bad_endpoint.stderr
     assert not (tmp_path / "snapshots").exists()
 
 
@@ -93,9 +90,7 @@ def test_demo_imports_once_and_serves(tmp_path: Path) -> None:
     for run in range(2):  # the second start finds the bundled snapshot and does not import again
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            body = _wait_for(
-                f"http://127.0.0.1:{port}/v1/frameworks/share?method=tags&frameworks=pytorch,tensorflow"
-            )
+            body = _wait_for(f"http://127.0.0.1:{port}/v1/frameworks/share?method=tags&frameworks=pytorch,tensorflow")
             assert body["total"]["models"] == 29_432
             assert body["total"]["pct"] == {"pytorch_only": 90.54, "tensorflow_only": 1.39, "shared": 8.07}
         finally:

@@ -165,9 +165,7 @@ def test_full_and_default_fields(hub_2022: HubServer, crawl_2022: list[dict[str,
     full = list(api(hub_2022).list_models(full=True, limit=3))
     assert new_requests(hub_2022, n0)[0].query["full"] == ["true"]  # httpx2 sends a bool as "true"
     for m, rec in zip(full, crawl_2022, strict=False):
-        assert m.siblings is not None and [s.rfilename for s in m.siblings] == [
-            s["rfilename"] for s in rec["siblings"]
-        ]
+        assert m.siblings is not None and [s.rfilename for s in m.siblings] == [s["rfilename"] for s in rec["siblings"]]
         assert m.sha == rec["sha"] and m.config == rec["config"]
 
     default = list(api(hub_2022).list_models(limit=3))
@@ -206,8 +204,7 @@ def _expected(records: list[dict[str, Any]], **kw: Any) -> list[str]:
     for rec in map(to_api_shape, records):
         filters = kw.get("filter", [])
         if not all(
-            f in (rec.get("tags") or []) or f in (rec.get("library_name"), rec.get("pipeline_tag"))
-            for f in filters
+            f in (rec.get("tags") or []) or f in (rec.get("library_name"), rec.get("pipeline_tag")) for f in filters
         ):
             continue
         if "author" in kw and rec.get("author") != kw["author"]:

@@ -40,8 +40,7 @@ def test_real_2024_25_list_responses_import(path: Path, tmp_path: Path) -> None:
     # Modern shape: createdAt and (list responses carry no author) an author derived from the id.
     first = records[0]
     row = con.execute(
-        "SELECT author, strftime(created_at, '%Y-%m-%dT%H:%M:%S'), downloads, pipeline_tag"
-        " FROM models WHERE id = ?",
+        "SELECT author, strftime(created_at, '%Y-%m-%dT%H:%M:%S'), downloads, pipeline_tag FROM models WHERE id = ?",
         [first["id"]],
     ).fetchone()
     assert row == (
@@ -71,9 +70,7 @@ def test_modelinfo_dump_with_snake_case_fields(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM models").fetchone() == (1_983,)
     assert con.execute("SELECT count(created_at), count(gated) FROM models").fetchone() == (1_982, 1_982)
     # Siblings written as "RepoSibling(rfilename='...')" strings still give the file names.
-    row = con.execute(
-        "SELECT count_if(list_contains(files, 'README.md')), count(files) FROM models"
-    ).fetchone()
+    row = con.execute("SELECT count_if(list_contains(files, 'README.md')), count(files) FROM models").fetchone()
     assert row is not None and row[0] > 1_500 and not any("RepoSibling" in f for f in _all_files(con))
     assert con.execute("SELECT DISTINCT gated FROM models ORDER BY 1").fetchall() == [
         ("auto",),
@@ -115,9 +112,7 @@ def test_bad_records_are_counted_with_reasons_not_dropped(tmp_path: Path) -> Non
         "downloads: Input should be a valid integer, unable to parse string as an integer",
         "not an object (list)",
     }
-    assert con.execute("SELECT list(position ORDER BY position) FROM bad_records").fetchone() == (
-        [98, 99, 100],
-    )
+    assert con.execute("SELECT list(position ORDER BY position) FROM bad_records").fetchone() == ([98, 99, 100],)
 
 
 def test_unknown_fields_ignored_and_missing_fields_null(tmp_path: Path) -> None:

@@ -19,9 +19,7 @@ from tests.test_api import expected_share
 WANTED = set(EXPAND)
 
 
-def test_ingest_end_to_end_matches_direct_computation(
-    tmp_path: Path, crawl_2022: list[dict[str, Any]]
-) -> None:
+def test_ingest_end_to_end_matches_direct_computation(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
     """Hub server → real client → snapshot → HTTP query: the numbers equal a direct computation."""
     with HubServer(crawl_2022, page_size=1000) as hub:
         meta = ingest_hub(tmp_path, endpoint=hub.url, timeout=10)
@@ -115,9 +113,7 @@ def test_a_hub_that_never_answers_fails_clearly(tmp_path: Path) -> None:
         (Response(200, {"Content-Type": "application/json"}, b'[{"id": "a/b", "tags": ['), "failed"),
     ],
 )
-def test_hub_errors_fail_clearly_and_publish_nothing(
-    tmp_path: Path, response: Response, message: str
-) -> None:
+def test_hub_errors_fail_clearly_and_publish_nothing(tmp_path: Path, response: Response, message: str) -> None:
     with HubServer([], hook=lambda info: response) as hub, pytest.raises(IngestError, match=message):
         ingest_hub(tmp_path, endpoint=hub.url, timeout=5)
     assert SnapshotStore(tmp_path).snapshots() == []

@@ -37,9 +37,7 @@ def live_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The real app under uvicorn on loopback, in a thread, over an initially empty data dir."""
     data_dir = tmp_path / "data"
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(data_dir), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(create_app(data_dir), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

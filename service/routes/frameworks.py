@@ -1,83 +1,169 @@
-"""Framework share by task or library."""
+"""Framework share by group, its trend by creation period, and its history across snapshots."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
-from queries.frameworks import FRAMEWORKS, Framework, Method
-from queries.share import Bucket, GroupBucket, GroupBy, framework_share
-from service.deps import CursorDep, SnapshotDep
-from service.errors import ERROR_RESPONSES, ApiError
+from queries.history import framework_history, resolve_range
+from queries.share import GroupBy, Interval, framework_share, framework_trend
+from queries.store import SnapshotMeta
+from service.deps import CursorDep, SnapshotDep, StoreDep
+from service.errors import ApiError
+from service.params import AnalysisDep, FilterDep, PageDep, normalized
+from service.render import Answer, Page, paged, respond
+from service.responses import TABLE_RESPONSES, names_snapshot, snapshot_ref
 
-router = APIRouter(prefix="/v1/frameworks", tags=["frameworks"], responses=ERROR_RESPONSES)
-
-
-class SnapshotRef(BaseModel):
-    """Which snapshot answered: every answer states it, so it can be reproduced."""
-
-    id: str
-    taken_at: datetime
+router = APIRouter(prefix="/v1/frameworks", tags=["frameworks"], responses=TABLE_RESPONSES)
 
 
-class ShareResponse(BaseModel):
-    """Framework share per group; `pct` values are percent of `with_framework`."""
-
-    snapshot: SnapshotRef
-    method: Method
-    by: GroupBy
-    frameworks: list[Framework]
-    total: Bucket = Field(description="All models matching the filters.")
-    rows: list[GroupBucket] = Field(description="One bucket per group, largest first.")
-
-
-def parse_frameworks(value: str) -> list[Framework]:
-    """The `frameworks` parameter: a comma list, a non-empty subset of pytorch,tensorflow,jax."""
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in FRAMEWORKS]
-    if unknown or not names:
-        raise ApiError(
-            422,
-            "invalid_parameter",
-            f"frameworks: expected a comma list of {', '.join(FRAMEWORKS)}; got {value!r}.",
-            [{"parameter": "frameworks", "in": "query", "message": f"unknown framework(s): {unknown}"}],
-        )
-    return [fw for fw in FRAMEWORKS if fw in names]
+def _envelope(meta: SnapshotMeta, query: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {
+        "snapshot": snapshot_ref(meta),
+        "method": query["method"],
+        "frameworks": query["frameworks"],
+        "weight": query["weight"],
+        "query": query,
+        **more,
+    }
 
 
-@router.get("/share", response_model=ShareResponse)
+@router.get("/share")
 def read_framework_share(
+    request: Request,
     meta: SnapshotDep,
     cursor: CursorDep,
+    analysis: AnalysisDep,
+    flt: FilterDep,
+    page: PageDep,
     by: Annotated[GroupBy, Query(description="The grouping column.")] = "pipeline_tag",
-    method: Annotated[
-        Method, Query(description="`tags`, `files` or `inferred`: see docs/METHODOLOGY.md.")
-    ] = "inferred",
-    frameworks: Annotated[
-        str,
-        Query(
-            description="The universe of the comparison, a comma list of pytorch,tensorflow,jax.",
-            examples=["pytorch,tensorflow"],
-        ),
-    ] = ",".join(FRAMEWORKS),
-    pipeline_tag: Annotated[str | None, Query(description="Only models with this task.")] = None,
-    library_name: Annotated[str | None, Query(description="Only models of this library.")] = None,
-    author: Annotated[str | None, Query(description="Only models of this user or organisation.")] = None,
-) -> ShareResponse:
-    """Of the models in each group, how many ship each framework only, several, or none."""
-    result = framework_share(
-        cursor,
-        by=by,
-        method=method,
-        frameworks=parse_frameworks(frameworks),
-        pipeline_tag=pipeline_tag,
-        library_name=library_name,
-        author=author,
+) -> Response:
+    """Of the models in each group, how many ship each framework only, several, or none.
+
+    `pct` values are percent of `with_framework`. With `weight=downloads` the numbers are sums of the
+    Hub's rolling 30-day downloads. `top=30&order=downloads` restricts to the 30 most downloaded models.
+    """
+    query = normalized(analysis, flt, by=by)
+
+    def compute(p: Page) -> Answer:
+        result = framework_share(
+            cursor,
+            by=by,
+            method=analysis.method,
+            frameworks=analysis.frameworks,
+            weight=analysis.weight,
+            flt=flt,
+        )
+        rows, more = paged(result.rows, p)
+        return Answer(rows, _envelope(meta, query, by=by, total=result.total.model_dump()), more)
+
+    return respond(
+        request,
+        snapshot_key=meta.id,
+        params=query,
+        page_request=page,
+        compute=compute,
+        immutable=names_snapshot(request),
     )
-    return ShareResponse(
-        snapshot=SnapshotRef(id=meta.id, taken_at=meta.taken_at),
-        **result.model_dump(),
+
+
+@router.get("/trend")
+def read_framework_trend(
+    request: Request,
+    meta: SnapshotDep,
+    cursor: CursorDep,
+    analysis: AnalysisDep,
+    flt: FilterDep,
+    page: PageDep,
+    interval: Annotated[Interval, Query(description="`month` (2024-05), `quarter` (2024-Q2) or `year`.")] = "month",
+) -> Response:
+    """Framework share of the models created in each period, oldest first.
+
+    Models whose createdAt is missing or the Hub's 2022-03-02 placeholder are in the period `unknown`
+    (listed last), never in March 2022.
+    """
+    query = normalized(analysis, flt, interval=interval)
+
+    def compute(p: Page) -> Answer:
+        result = framework_trend(
+            cursor,
+            interval=interval,
+            method=analysis.method,
+            frameworks=analysis.frameworks,
+            weight=analysis.weight,
+            flt=flt,
+        )
+        rows, more = paged(result.rows, p)
+        return Answer(rows, _envelope(meta, query, interval=interval, total=result.total.model_dump()), more)
+
+    return respond(
+        request,
+        snapshot_key=meta.id,
+        params=query,
+        page_request=page,
+        compute=compute,
+        immutable=names_snapshot(request),
     )
+
+
+@router.get("/history")
+def read_framework_history(
+    request: Request,
+    store: StoreDep,
+    analysis: AnalysisDep,
+    flt: FilterDep,
+    page: PageDep,
+    start: Annotated[datetime | None, Query(alias="from", description="Snapshots taken at or after this time.")] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="Snapshots taken at or before this time.")] = None,
+    by: Annotated[
+        GroupBy | None, Query(description="Also split by this column (one row per snapshot and group).")
+    ] = None,
+) -> Response:
+    """The share at every snapshot in the range, oldest first: one line per bucket column over time."""
+    start, end = _utc(start), _utc(end)
+    if start and end and start > end:
+        raise ApiError(422, "invalid_parameter", "from must not be after to.")
+    snapshots = resolve_range(store.snapshots(), start, end)
+    query = normalized(analysis, flt, by=by, **{"from": start, "to": end})
+    snapshot_key = "history:" + ",".join(sorted(m.id for m in snapshots))
+
+    def compute(p: Page) -> Answer:
+        table = framework_history(
+            store,
+            snapshots,
+            by=by,
+            method=analysis.method,
+            frameworks=analysis.frameworks,
+            weight=analysis.weight,
+            flt=flt,
+        )
+        rows, more = paged(table, p)
+        envelope = {
+            "snapshots": [snapshot_ref(m) for m in sorted(snapshots, key=lambda m: m.taken_at)],
+            "method": analysis.method,
+            "frameworks": analysis.frameworks,
+            "weight": analysis.weight,
+            "by": by,
+            "query": query,
+        }
+        return Answer(rows, envelope, more)
+
+    # A closed range over immutable snapshots never changes; an open end may gain a snapshot.
+    return respond(
+        request,
+        snapshot_key=snapshot_key,
+        params=query,
+        page_request=page,
+        compute=compute,
+        immutable=end is not None and end < datetime.now(end.tzinfo),
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # A bound without a zone is UTC, like every time hubcensus stores.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

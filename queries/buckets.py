@@ -1,0 +1,115 @@
+"""Framework buckets: from (key, framework combination, count) rows to the bucket columns every
+framework query answers (models, with_framework, none, shared, exclusive.*, combinations.*, pct.*).
+
+Flat column names with dots are the one table shape for every format; the JSON renderer nests the
+dotted names back into objects (`exclusive.pytorch` → `{"exclusive": {"pytorch": …}}`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from queries.frameworks import BIT, Framework, combination_name, frameworks_of, shared_combinations
+
+
+class Bucket(BaseModel):
+    """Counts (or download / like sums, with `weight`) of models by the frameworks they ship."""
+
+    models: int = Field(description="All models counted (with_framework + none).")
+    with_framework: int = Field(description="Models with at least one framework of the universe.")
+    none: int = Field(description="Models with no framework of the universe.")
+    shared: int = Field(description="Models with two or more frameworks of the universe.")
+    exclusive: dict[str, int] = Field(description="Per framework: models with that framework only.")
+    combinations: dict[str, int] = Field(description="Per combination of 2+ frameworks, e.g. `pytorch+tensorflow`.")
+    pct: dict[str, float | None] = Field(
+        description="`<framework>_only` and `shared` as percent of with_framework (null when it is 0)."
+    )
+
+
+def bucket_columns(universe: Sequence[Framework]) -> list[tuple[str, pa.DataType]]:
+    """The flat bucket columns for a universe, in order, with their Arrow types."""
+    cols: list[tuple[str, pa.DataType]] = [(c, pa.int64()) for c in ("models", "with_framework", "none", "shared")]
+    cols += [(f"exclusive.{fw}", pa.int64()) for fw in universe]
+    cols += [(f"combinations.{combination_name(m)}", pa.int64()) for m in shared_combinations(universe)]
+    cols += [(f"pct.{fw}_only", pa.float64()) for fw in universe]
+    cols.append(("pct.shared", pa.float64()))
+    return cols
+
+
+def bucket_values(counts: dict[int, int], universe: Sequence[Framework]) -> dict[str, Any]:
+    """One flat bucket from counts per framework bitmask (already restricted to the universe)."""
+    models = sum(counts.values())
+    none = counts.get(0, 0)
+    with_framework = models - none
+    shared = sum(n for mask, n in counts.items() if len(frameworks_of(mask)) >= 2)
+
+    def pct(n: int) -> float | None:
+        return round(100 * n / with_framework, 2) if with_framework else None
+
+    values: dict[str, Any] = {
+        "models": models,
+        "with_framework": with_framework,
+        "none": none,
+        "shared": shared,
+    }
+    for fw in universe:
+        values[f"exclusive.{fw}"] = counts.get(BIT[fw], 0)
+    for mask in shared_combinations(universe):
+        values[f"combinations.{combination_name(mask)}"] = counts.get(mask, 0)
+    for fw in universe:
+        values[f"pct.{fw}_only"] = pct(counts.get(BIT[fw], 0))
+    values["pct.shared"] = pct(shared)
+    return values
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """`{"a.b": 1}` → `{"a": {"b": 1}}`, one level, keeping key order."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        head, dot, tail = key.partition(".")
+        if dot:
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[key] = value
+    return out
+
+
+def to_bucket(flat: dict[str, Any]) -> Bucket:
+    """A flat bucket as the typed Bucket model."""
+    return Bucket.model_validate(nest(flat))
+
+
+def bucketize(
+    rows: pa.Table,
+    keys: Sequence[tuple[str, pa.DataType]],
+    universe: Sequence[Framework],
+    sort_key: Callable[[dict[str, Any]], Any] | None = None,
+) -> pa.Table:
+    """Group `(key columns…, combo, n)` rows into one bucket row per key; Arrow table out.
+
+    The input is small (distinct keys x at most 8 combinations), so this runs in Python.
+    """
+    key_names = [k for k, _ in keys]
+    per_key: dict[tuple[Any, ...], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows.to_pylist():
+        per_key[tuple(row[k] for k in key_names)][row["combo"]] += row["n"]
+    out = [
+        {**dict(zip(key_names, key, strict=True)), **bucket_values(counts, universe)} for key, counts in per_key.items()
+    ]
+    if sort_key is not None:
+        out.sort(key=sort_key)
+    schema = pa.schema([*keys, *bucket_columns(universe)])
+    return pa.Table.from_pylist(out, schema=schema)
+
+
+def total_of(rows: pa.Table, universe: Sequence[Framework]) -> Bucket:
+    """The bucket over all `(…, combo, n)` rows."""
+    counts: dict[int, int] = defaultdict(int)
+    for combo, n in zip(rows.column("combo").to_pylist(), rows.column("n").to_pylist(), strict=True):
+        counts[combo] += n
+    return to_bucket(bucket_values(counts, universe))

@@ -1,0 +1,124 @@
+"""Dimensions and models: the values a dashboard filters by, and the models themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+
+from queries.filters import METHOD_COLUMNS, ModelFilter, selected_cte, universe_of
+from queries.frameworks import BIT, FRAMEWORKS, METHODS, Framework, Method, combination_name, evidence
+from queries.sql import run
+
+Dimension = Literal["pipeline_tag", "library_name", "author"]
+ModelSort = Literal["downloads", "-downloads", "likes", "-likes", "created", "-created", "id", "-id"]
+
+_DIMENSION_COLUMNS: dict[Dimension, str] = {
+    "pipeline_tag": "pipeline_tag",
+    "library_name": "library_name",
+    "author": "author",
+}
+_SORT_SQL: dict[ModelSort, str] = {
+    "downloads": "downloads ASC NULLS FIRST, id",
+    "-downloads": "downloads DESC NULLS LAST, id",
+    "likes": "likes ASC NULLS FIRST, id",
+    "-likes": "likes DESC NULLS LAST, id",
+    "created": "created_at ASC NULLS FIRST, id",
+    "-created": "created_at DESC NULLS LAST, id",
+    "id": "id",
+    "-id": "id DESC",
+}
+
+
+def dimension_values(
+    con: duckdb.DuckDBPyConnection,
+    dimension: Dimension,
+    *,
+    flt: ModelFilter | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> pa.Table:
+    """The values of a dimension with their model counts, most models first (null last)."""
+    cte, params = selected_cte(flt or ModelFilter())
+    col = _DIMENSION_COLUMNS[dimension]
+    sql = f"""{cte}
+SELECT {col} AS value, count(*) AS models, coalesce(sum(downloads), 0)::BIGINT AS downloads
+FROM selected
+GROUP BY ALL
+ORDER BY models DESC, value NULLS LAST
+LIMIT $limit OFFSET $offset
+"""
+    return run(con, sql, {**params, "limit": limit, "offset": offset})
+
+
+def bucket_sql(method: Method, universe: Sequence[Framework]) -> dict[str, str]:
+    """SQL conditions for each framework bucket name (`pytorch_only`, `shared`, `none`, ...)."""
+    col = METHOD_COLUMNS[method]
+    mask = sum(BIT[fw] for fw in universe)
+    conditions = {f"{fw}_only": f"{col} & {mask} = {BIT[fw]}" for fw in universe}
+    conditions["shared"] = f"bit_count({col} & {mask}) >= 2"
+    conditions["none"] = f"{col} & {mask} = 0"
+    conditions["any"] = f"{col} & {mask} <> 0"
+    return conditions
+
+
+def bucket_names(universe: Sequence[Framework] = FRAMEWORKS) -> list[str]:
+    """Valid `bucket` filter values."""
+    return [*(f"{fw}_only" for fw in universe), "shared", "none", "any"]
+
+
+def list_models(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    method: Method = "inferred",
+    frameworks: Sequence[Framework] = FRAMEWORKS,
+    flt: ModelFilter | None = None,
+    bucket: str | None = None,
+    search: str | None = None,
+    sort: ModelSort = "-downloads",
+    limit: int = 100,
+    offset: int = 0,
+) -> pa.Table:
+    """Models matching the filters, with their frameworks under `method`, in a stable order."""
+    universe, mask = universe_of(frameworks)
+    cte, params = selected_cte(flt or ModelFilter())
+    conditions = bucket_sql(method, universe)
+    if bucket is not None and bucket not in conditions:
+        raise ValueError(f"bucket must be one of {', '.join(conditions)}")
+    where = conditions[bucket] if bucket else "true"
+    sql = f"""{cte}
+SELECT id, author, pipeline_tag, library_name, created_at, last_modified, downloads, likes,
+    {METHOD_COLUMNS[method]} & $mask AS mask
+FROM selected
+WHERE {where} AND ($search IS NULL OR contains(lower(id), lower($search)))
+ORDER BY {_SORT_SQL[sort]}
+LIMIT $limit OFFSET $offset
+"""
+    rows = run(con, sql, {**params, "mask": mask, "search": search, "limit": limit, "offset": offset})
+    names = [combination_name(m) or "none" for m in rows.column("mask").to_pylist()]
+    return rows.drop_columns(["mask"]).append_column("frameworks", pa.array(names, pa.string()))
+
+
+def model_detail(con: duckdb.DuckDBPyConnection, model_id: str) -> dict[str, Any] | None:
+    """One model with its frameworks under each method and the evidence (tag, file or library rule)."""
+    rows = run(
+        con,
+        """SELECT id, author, pipeline_tag, library_name, created_at, last_modified, downloads, likes,
+                  private, gated, sha, tags, files
+           FROM models WHERE id = $id""",
+        {"id": model_id},
+    ).to_pylist()
+    if not rows:
+        return None
+    row: dict[str, Any] = rows[0]
+    ev = evidence(row["tags"], row["files"], row["library_name"])
+    row["frameworks"] = {
+        m: {
+            "frameworks": sorted({e.framework for e in ev[m]}, key=FRAMEWORKS.index),
+            "evidence": [{"framework": e.framework, "rule": e.rule, "matched": e.matched} for e in ev[m]],
+        }
+        for m in METHODS
+    }
+    return row

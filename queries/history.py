@@ -1,0 +1,183 @@
+"""Framework share across snapshots, and what changed between two snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+
+from queries.filters import METHOD_COLUMNS, ModelFilter, Weight, universe_of
+from queries.frameworks import FRAMEWORKS, METHODS, Framework, Method, combination_name
+from queries.share import GroupBy, framework_share
+from queries.sql import run
+from queries.store import SnapshotMeta, SnapshotStore
+
+Change = Literal["added", "removed", "changed"]
+
+
+def framework_history(
+    store: SnapshotStore,
+    snapshots: Sequence[SnapshotMeta],
+    *,
+    by: GroupBy | None = None,
+    method: Method = "inferred",
+    frameworks: Sequence[Framework] = FRAMEWORKS,
+    weight: Weight = "models",
+    flt: ModelFilter | None = None,
+) -> pa.Table:
+    """The share at each of `snapshots` (oldest first): one row per snapshot, or per snapshot and group.
+
+    Each snapshot is immutable, so a dashboard can draw one line per bucket column over `taken_at`.
+    """
+    tables = []
+    for meta in sorted(snapshots, key=lambda m: (m.taken_at, m.id)):
+        con = store.cursor(meta.id)
+        try:
+            share = framework_share(
+                con, by=by or "pipeline_tag", method=method, frameworks=frameworks, weight=weight, flt=flt
+            )
+        finally:
+            con.close()
+        if by is None:
+            flat = share.total.model_dump()
+            rows = pa.Table.from_pylist([_flatten(flat)])
+        else:
+            rows = share.rows
+        n = rows.num_rows
+        rows = rows.add_column(0, "taken_at", pa.array([meta.taken_at] * n, pa.timestamp("us", tz="UTC")))
+        tables.append(rows.add_column(0, "snapshot", pa.array([meta.id] * n, pa.string())))
+    if not tables:
+        return pa.table({"snapshot": pa.array([], pa.string())})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _flatten(nested: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _attach(store: SnapshotStore, a: str, b: str) -> duckdb.DuckDBPyConnection:
+    # A private in-memory database with both snapshots attached read-only: the join runs inside DuckDB.
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{_quoted_path(store, a)}' AS a (READ_ONLY)")
+    con.execute(f"ATTACH '{_quoted_path(store, b)}' AS b (READ_ONLY)")
+    return con
+
+
+def _quoted_path(store: SnapshotStore, snapshot_id: str) -> str:
+    # ATTACH takes no bound parameter; the path is ours (a listed snapshot id), quoted all the same.
+    return str(store.path_of(snapshot_id)).replace("'", "''")
+
+
+_DIFF_COUNTS_SQL = """
+SELECT
+    count_if(a.id IS NULL)::BIGINT AS added,
+    count_if(b.id IS NULL)::BIGINT AS removed,
+    count_if(a.id IS NOT NULL AND b.id IS NOT NULL)::BIGINT AS common,
+    {changed}
+FROM a.models AS a FULL OUTER JOIN b.models AS b USING (id)
+"""
+
+
+def diff_counts(store: SnapshotStore, a: str, b: str, frameworks: Sequence[Framework] = FRAMEWORKS) -> dict[str, Any]:
+    """How many models were added, removed, kept, and (per method) changed framework set, from a to b."""
+    _, mask = universe_of(frameworks)
+    changed = ",\n    ".join(
+        f"count_if(a.{col} & $mask <> b.{col} & $mask)::BIGINT AS changed_{m}" for m, col in METHOD_COLUMNS.items()
+    )
+    con = _attach(store, a, b)
+    try:
+        row = run(con, _DIFF_COUNTS_SQL.format(changed=changed), {"mask": mask}).to_pylist()[0]
+    finally:
+        con.close()
+    return {
+        "added": row["added"],
+        "removed": row["removed"],
+        "common": row["common"],
+        "changed": {m: row[f"changed_{m}"] for m in METHODS},
+    }
+
+
+_DIFF_MODELS_SQL = """
+SELECT coalesce(b.id, a.id) AS id,
+    CASE WHEN a.id IS NULL THEN 'added' WHEN b.id IS NULL THEN 'removed' ELSE 'changed' END AS change,
+    a.{col} & $mask AS before_mask, b.{col} & $mask AS after_mask,
+    coalesce(b.pipeline_tag, a.pipeline_tag) AS pipeline_tag,
+    coalesce(b.library_name, a.library_name) AS library_name,
+    b.downloads AS downloads
+FROM a.models AS a FULL OUTER JOIN b.models AS b USING (id)
+WHERE CASE $change
+    WHEN 'added' THEN a.id IS NULL
+    WHEN 'removed' THEN b.id IS NULL
+    ELSE a.id IS NOT NULL AND b.id IS NOT NULL AND a.{col} & $mask <> b.{col} & $mask
+END
+ORDER BY id
+LIMIT $limit OFFSET $offset
+"""
+
+
+def diff_models(
+    store: SnapshotStore,
+    a: str,
+    b: str,
+    *,
+    change: Change,
+    method: Method = "inferred",
+    frameworks: Sequence[Framework] = FRAMEWORKS,
+    limit: int = 100,
+    offset: int = 0,
+) -> pa.Table:
+    """The models behind a diff count, by id, with their framework sets before and after."""
+    _, mask = universe_of(frameworks)
+    con = _attach(store, a, b)
+    try:
+        sql = _DIFF_MODELS_SQL.format(col=METHOD_COLUMNS[method])
+        rows = run(con, sql, {"mask": mask, "change": change, "limit": limit, "offset": offset})
+    finally:
+        con.close()
+    before = [_combo_or_none(m) for m in rows.column("before_mask").to_pylist()]
+    after = [_combo_or_none(m) for m in rows.column("after_mask").to_pylist()]
+    rows = rows.drop_columns(["before_mask", "after_mask"])
+    rows = rows.add_column(2, "before", pa.array(before, pa.string()))
+    return rows.add_column(3, "after", pa.array(after, pa.string()))
+
+
+def _combo_or_none(mask: int | None) -> str | None:
+    if mask is None:
+        return None  # the model is not in that snapshot
+    return combination_name(mask) or "none"
+
+
+def share_deltas(before: pa.Table, after: pa.Table) -> pa.Table:
+    """Per group: every bucket column of `after` minus `before` (groups missing on a side count as 0)."""
+    key = "group"
+    old = {r[key]: r for r in before.to_pylist()}
+    new = {r[key]: r for r in after.to_pylist()}
+    value_cols = [c for c in after.column_names if c != key]
+    rows = []
+    for group in sorted(old.keys() | new.keys(), key=lambda g: (g is None, g or "")):
+        o, n = old.get(group, {}), new.get(group, {})
+        row: dict[str, Any] = {key: group}
+        for col in value_cols:
+            ov, nv = o.get(col), n.get(col)
+            if col.startswith("pct."):
+                row[col] = None if ov is None or nv is None else round(nv - ov, 2)
+            else:
+                row[col] = (nv or 0) - (ov or 0)
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=after.schema)
+
+
+def resolve_range(
+    snapshots: Sequence[SnapshotMeta], start: datetime | None, end: datetime | None
+) -> list[SnapshotMeta]:
+    """The snapshots taken within [start, end] (either bound optional)."""
+    return [m for m in snapshots if (start is None or m.taken_at >= start) and (end is None or m.taken_at <= end)]

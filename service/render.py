@@ -1,0 +1,228 @@
+"""Answers as JSON, CSV, NDJSON or Parquet; pagination, ETags, caching — once for every tabular route.
+
+A route builds an `Answer` (an Arrow table of rows plus the JSON envelope's other keys) inside a
+function that `respond` calls only on a cache miss. Published snapshots never change, so an answer is
+keyed by the resolved snapshot id(s) and the normalized query: the same key gives a strong ETag, a 304
+for a matching If-None-Match, and a hit in a bounded in-process cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal, get_args
+
+import cachetools
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fastapi import Request
+from fastapi.responses import Response
+
+from queries.buckets import nest
+from queries.sql import QueryTimeout, time_limit
+from service.errors import ApiError
+
+Format = Literal["json", "csv", "ndjson", "parquet"]
+FORMATS: tuple[Format, ...] = get_args(Format)
+MEDIA_TYPES: dict[Format, str] = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "ndjson": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
+_ACCEPT: dict[str, Format] = {
+    "text/csv": "csv",
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+    "application/parquet": "parquet",
+    "application/json": "json",
+}
+
+DEFAULT_PAGE = 1_000
+MAX_PAGE = 10_000
+
+
+@dataclass
+class Answer:
+    """What a tabular route answers: rows (flat columns) and the envelope's other keys."""
+
+    rows: pa.Table
+    envelope: dict[str, Any] = field(default_factory=dict)
+    has_more: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    """The page a request asks for: an offset (from the opaque `_next` cursor) and a size."""
+
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """The raw `_next` cursor and `_size` of a request, decoded once the snapshot is known."""
+
+    cursor: str | None
+    size: int
+
+
+class AnswerCache:
+    """Rendered answers, bounded by total bytes, least recently used evicted first; thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._cache: cachetools.LRUCache[str, tuple[bytes, dict[str, str]]] = cachetools.LRUCache(
+            maxsize=max(max_bytes, 1), getsizeof=lambda item: len(item[0]) + 1
+        )
+        self._lock = threading.Lock()
+        self.max_bytes = max_bytes
+
+    def get(self, key: str) -> tuple[bytes, dict[str, str]] | None:
+        """The cached body and headers for a key, if present."""
+        with self._lock:
+            return self._cache.get(key)
+
+    def put(self, key: str, body: bytes, headers: dict[str, str]) -> None:
+        """Keep a rendered answer unless it alone exceeds the cache."""
+        if len(body) + 1 > self.max_bytes:
+            return
+        with self._lock:
+            self._cache[key] = (body, headers)
+
+
+def encode_cursor(snapshot_key: str, offset: int) -> str:
+    """An opaque cursor: the position, bound to the snapshot(s) it pages through."""
+    raw = json.dumps({"s": snapshot_key, "o": offset}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, snapshot_key: str) -> int:
+    """The offset in a cursor; 422 if it is malformed or belongs to another snapshot."""
+    if cursor is None:
+        return 0
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        offset, key = int(data["o"]), str(data["s"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise ApiError(422, "invalid_cursor", "_next: not a cursor this service issued.") from None
+    if key != snapshot_key or offset < 0:
+        raise ApiError(422, "invalid_cursor", "_next: the cursor belongs to another snapshot or query.")
+    return offset
+
+
+def negotiate(request: Request) -> Format:
+    """`_format` wins; else the first Accept type we serve; else JSON."""
+    explicit = request.query_params.get("_format")
+    if explicit is not None:
+        if explicit not in FORMATS:
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                f"_format: expected one of {', '.join(FORMATS)}; got {explicit!r}.",
+                [{"parameter": "_format", "in": "query", "message": "unsupported format"}],
+            )
+        return explicit
+    for part in request.headers.get("accept", "").split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in _ACCEPT:
+            return _ACCEPT[media]
+    return "json"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        # Naive timestamps in snapshots are UTC by construction.
+        return value.isoformat().replace("+00:00", "Z") + ("" if value.tzinfo else "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps_json(obj: Any) -> bytes:
+    """Compact JSON; datetimes as ISO 8601 UTC with Z."""
+    return json.dumps(obj, default=_json_default, separators=(",", ":"), allow_nan=False).encode()
+
+
+def render(answer: Answer, fmt: Format, next_cursor: str | None, next_url: str | None) -> bytes:
+    """The body of an answer in a format; the columns are the same in every format."""
+    rows = answer.rows
+    if fmt == "json":
+        envelope = {
+            **answer.envelope,
+            "rows": [nest(r) for r in rows.to_pylist()],
+            "next": next_cursor,
+            "next_url": next_url,
+        }
+        return dumps_json(envelope)
+    if fmt == "ndjson":
+        return b"".join(dumps_json(r) + b"\n" for r in rows.to_pylist())
+    buf = io.BytesIO()
+    if fmt == "csv":
+        pacsv.write_csv(rows, buf)
+    else:
+        pq.write_table(rows, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def cache_key(request: Request, snapshot_key: str, params: dict[str, Any], fmt: Format) -> str:
+    """Snapshot id(s) + route + normalized query + format, hashed: the ETag and the cache key."""
+    normalized = {k: v for k, v in sorted(params.items()) if v is not None}
+    material = dumps_json([request.url.path, snapshot_key, normalized, fmt])
+    return hashlib.sha256(material).hexdigest()[:40]
+
+
+def respond(
+    request: Request,
+    *,
+    snapshot_key: str,
+    params: dict[str, Any],
+    page_request: PageRequest,
+    compute: Callable[[Page], Answer],
+    immutable: bool,
+) -> Response:
+    """Serve a tabular answer with content negotiation, pagination, ETag/304 and the answer cache."""
+    fmt = negotiate(request)
+    page = Page(decode_cursor(page_request.cursor, snapshot_key), page_request.size)
+    key = cache_key(request, snapshot_key, {**params, "_offset": page.offset, "_size": page.size}, fmt)
+    etag = f'"{key}"'
+    # A named snapshot never changes; `latest` may move, so clients revalidate it (cheaply, by ETag).
+    cache_control = "public, max-age=86400, immutable" if immutable else "public, max-age=60"
+    base_headers = {"ETag": etag, "Cache-Control": cache_control, "X-Hubcensus-Snapshot": snapshot_key}
+    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers=base_headers)
+    cache: AnswerCache = request.app.state.answer_cache
+    cached = cache.get(key)
+    if cached is not None:
+        body, headers = cached
+        return Response(body, headers=headers, media_type=MEDIA_TYPES[fmt])
+    try:
+        with time_limit(request.app.state.query_timeout):
+            answer = compute(page)
+    except QueryTimeout as exc:
+        raise ApiError(504, "query_timeout", f"The query took too long: {exc}. Narrow it with filters.") from None
+    next_cursor = encode_cursor(snapshot_key, page.offset + page.size) if answer.has_more else None
+    next_url = None
+    if next_cursor is not None:
+        next_url = str(request.url.include_query_params(_next=next_cursor))
+    headers = dict(base_headers)
+    if next_url is not None:
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    body = render(answer, fmt, next_cursor, next_url)
+    cache.put(key, body, headers)
+    return Response(body, headers=headers, media_type=MEDIA_TYPES[fmt])
+
+
+def paged(table: pa.Table, page: Page) -> tuple[pa.Table, bool]:
+    """One page of a fully computed (small) result, and whether more follows."""
+    return table.slice(page.offset, page.size), table.num_rows > page.offset + page.size

@@ -1,0 +1,36 @@
+"""Shared response pieces: the snapshot reference every answer carries, and OpenAPI documentation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from queries.store import SnapshotMeta
+from service.errors import ERROR_RESPONSES
+from service.render import MEDIA_TYPES
+
+
+def snapshot_ref(meta: SnapshotMeta) -> dict[str, Any]:
+    """Which snapshot answered: every answer states it, so it can be reproduced."""
+    return {"id": meta.id, "taken_at": meta.taken_at}
+
+
+def names_snapshot(request: Request) -> bool:
+    """Whether the request names a snapshot by id: its answer can then never change."""
+    return request.query_params.get("snapshot", "latest") != "latest"
+
+
+TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": (
+            "JSON by default: `{snapshot, method, frameworks, query, …, rows, next, next_url}`; rows also as "
+            "CSV, NDJSON or Parquet with `_format=` or an Accept header, with the same (flat, dotted) columns. "
+            "Strong ETag; 304 for a matching If-None-Match."
+        ),
+        "content": {media.split(";")[0]: {} for media in MEDIA_TYPES.values()},
+    },
+    304: {"description": "Not modified: the ETag matches."},
+    **ERROR_RESPONSES,
+    504: {"model": ERROR_RESPONSES[404]["model"], "description": "The query ran past its time limit."},
+}

@@ -1,0 +1,148 @@
+"""Dimensions (tasks, libraries, authors) and models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import duckdb
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from queries.catalog import Dimension, ModelSort, bucket_names, dimension_values, list_models, model_detail
+from queries.filters import ModelFilter
+from queries.store import SnapshotMeta
+from service.deps import CursorDep, SnapshotDep
+from service.errors import ERROR_RESPONSES, ApiError
+from service.params import AnalysisDep, BaseFilterDep, FilterDep, PageDep, normalized
+from service.render import Answer, Page, PageRequest, dumps_json, respond
+from service.responses import TABLE_RESPONSES, names_snapshot, snapshot_ref
+
+router = APIRouter(prefix="/v1", tags=["catalog"], responses=TABLE_RESPONSES)
+
+
+def _dimension(
+    request: Request,
+    meta: SnapshotMeta,
+    cursor: duckdb.DuckDBPyConnection,
+    dimension: Dimension,
+    flt: ModelFilter,
+    page: PageRequest,
+    top: int | None,
+) -> Response:
+    # For authors `top` caps the authors listed (their filter has no model `top`), so one key serves both.
+    query = normalized(flt, dimension=dimension) | ({"top": top} if top is not None else {})
+
+    def compute(p: Page) -> Answer:
+        # `top` (values) caps the list; pages never run past it.
+        limit = p.size if top is None else max(0, min(p.size, top - p.offset))
+        rows = dimension_values(cursor, dimension, flt=flt, limit=limit + 1, offset=p.offset)
+        more = rows.num_rows > limit and (top is None or p.offset + limit < top)
+        return Answer(
+            rows.slice(0, limit),
+            {"snapshot": snapshot_ref(meta), "dimension": dimension, "query": query},
+            more,
+        )
+
+    return respond(
+        request,
+        snapshot_key=meta.id,
+        params=query,
+        page_request=page,
+        compute=compute,
+        immutable=names_snapshot(request),
+    )
+
+
+@router.get("/tasks")
+def read_tasks(request: Request, meta: SnapshotDep, cursor: CursorDep, flt: FilterDep, page: PageDep) -> Response:
+    """Every `pipeline_tag` with its model count (and summed downloads), most models first."""
+    return _dimension(request, meta, cursor, "pipeline_tag", flt, page, None)
+
+
+@router.get("/libraries")
+def read_libraries(request: Request, meta: SnapshotDep, cursor: CursorDep, flt: FilterDep, page: PageDep) -> Response:
+    """Every `library_name` with its model count (and summed downloads), most models first."""
+    return _dimension(request, meta, cursor, "library_name", flt, page, None)
+
+
+@router.get("/authors")
+def read_authors(
+    request: Request,
+    meta: SnapshotDep,
+    cursor: CursorDep,
+    flt: BaseFilterDep,
+    page: PageDep,
+    top: Annotated[int | None, Query(ge=1, le=100_000, description="Only the N authors with most models.")] = None,
+) -> Response:
+    """Authors with their model counts, most models first; `top=N` keeps the first N authors."""
+    return _dimension(request, meta, cursor, "author", flt, page, top)
+
+
+@router.get("/models")
+def read_models(
+    request: Request,
+    meta: SnapshotDep,
+    cursor: CursorDep,
+    analysis: AnalysisDep,
+    flt: FilterDep,
+    page: PageDep,
+    bucket: Annotated[
+        str | None,
+        Query(
+            description="Only models in this framework bucket under `method` and `frameworks`: "
+            + ", ".join(bucket_names())
+        ),
+    ] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Only models whose id contains this text.")] = None,
+    sort: Annotated[ModelSort, Query(alias="_sort", description="Order; `-` for descending.")] = "-downloads",
+) -> Response:
+    """Models matching the filters with their frameworks under `method`, paged with a cursor."""
+    if bucket is not None and bucket not in bucket_names(analysis.frameworks):
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"bucket: expected one of {', '.join(bucket_names(analysis.frameworks))}.",
+        )
+    query = normalized(analysis, flt, bucket=bucket, q=q, sort=sort)
+
+    def compute(p: Page) -> Answer:
+        rows = list_models(
+            cursor,
+            method=analysis.method,
+            frameworks=analysis.frameworks,
+            flt=flt,
+            bucket=bucket,
+            search=q,
+            sort=sort,
+            limit=p.size + 1,
+            offset=p.offset,
+        )
+        envelope = {
+            "snapshot": snapshot_ref(meta),
+            "method": analysis.method,
+            "frameworks": analysis.frameworks,
+            "query": query,
+        }
+        return Answer(rows.slice(0, p.size), envelope, rows.num_rows > p.size)
+
+    return respond(
+        request,
+        snapshot_key=meta.id,
+        params=query,
+        page_request=page,
+        compute=compute,
+        immutable=names_snapshot(request),
+    )
+
+
+@router.get("/models/{model_id:path}", responses=ERROR_RESPONSES)
+def read_model(
+    meta: SnapshotDep,
+    cursor: CursorDep,
+    model_id: Annotated[str, Path(description="The model id, e.g. `google-bert/bert-base-uncased`.")],
+) -> Response:
+    """One model: its metadata, and its frameworks under each method with the evidence that decided."""
+    row = model_detail(cursor, model_id)
+    if row is None:
+        raise ApiError(404, "model_not_found", f"No model {model_id!r} in snapshot {meta.id}.")
+    return Response(dumps_json({"snapshot": snapshot_ref(meta), "model": row}), media_type="application/json")
