@@ -7,12 +7,13 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
 
 from ingest.dumps import import_dump
+from queries.frameworks import Method, classify, frameworks_of
 from queries.store import SnapshotMeta
 from service.app import create_app
 
@@ -26,6 +27,16 @@ def read_jsonl_gz(path: Path) -> list[dict[str, Any]]:
     """Every record of a JSON Lines .gz file."""
     with gzip.open(path, "rt") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def bucket_of(
+    rec: dict[str, Any], method: str = "tags", universe: tuple[str, ...] | list[str] = ("pytorch", "tensorflow", "jax")
+) -> str:
+    """The bucket of one raw API record, computed in Python: a framework name, 'shared' or 'none'."""
+    files = [s["rfilename"] for s in rec.get("siblings") or []]
+    masks = classify(rec.get("tags"), files, rec.get("library_name"))
+    fws = [f for f in frameworks_of(masks[cast(Method, method)]) if f in universe]
+    return "none" if not fws else fws[0] if len(fws) == 1 else "shared"
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from queries.frameworks import Method, classify, frameworks_of
 from queries.store import SnapshotMeta
+from tests.conftest import bucket_of
 
 
 def expected_share(
@@ -19,13 +19,8 @@ def expected_share(
     """Share per group computed directly from the raw records, without SQL."""
     out: dict[str | None, Counter[str]] = {}
     for rec in records:
-        if any(rec.get(k) != v for k, v in filters.items()):
-            continue
-        files = [s["rfilename"] for s in rec.get("siblings") or []]
-        masks = classify(rec.get("tags"), files, rec.get("library_name"))
-        fws = [fw for fw in frameworks_of(masks[cast(Method, method)]) if fw in universe]
-        key = "none" if not fws else fws[0] if len(fws) == 1 else "shared"
-        out.setdefault(rec.get(by), Counter())[key] += 1
+        if all(rec.get(k) == v for k, v in filters.items()):
+            out.setdefault(rec.get(by), Counter())[bucket_of(rec, method, universe)] += 1
     return out
 
 
