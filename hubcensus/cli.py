@@ -41,6 +41,8 @@ _SETTING_NAMES = {
     "HF_TOKEN": "--token / HF_TOKEN",
     "http_timeout": "--timeout / HUBCENSUS_HTTP_TIMEOUT",
     "max_bad_share": "--max-bad-share / HUBCENSUS_MAX_BAD_SHARE",
+    "query_timeout": "HUBCENSUS_QUERY_TIMEOUT",
+    "cache_mb": "HUBCENSUS_CACHE_MB",
     "host": "--host / HUBCENSUS_HOST",
     "port": "--port / HUBCENSUS_PORT",
 }
@@ -292,7 +294,8 @@ def _serve(settings: Settings) -> None:
         f"serving {settings.data_dir} on http://{settings.host}:{settings.port}  (docs: /docs)",
         highlight=False,
     )
-    uvicorn.run(create_app(settings.data_dir), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(settings.data_dir, query_timeout=settings.query_timeout, cache_bytes=settings.cache_mb * 2**20)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     )
     http_timeout: float = Field(30.0, gt=0, description="Seconds for each Hub request (connect and read).")
     max_bad_share: float = Field(0.05, ge=0, le=1, description="Import fails above this share of bad records.")
+    query_timeout: float = Field(10.0, gt=0, description="Seconds a query may run before the API answers 504.")
+    cache_mb: int = Field(64, ge=0, description="Memory for cached answers, in MiB (0 turns the cache off).")
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
 
