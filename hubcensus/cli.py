@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -13,11 +18,20 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Column, Table
 
 from hubcensus.config import Settings
 from ingest.dumps import import_dump
 from ingest.errors import IngestError
+from ingest.hub import Progress as Progress_
 from ingest.hub import ingest_hub
 from queries.store import SnapshotMeta, SnapshotStore
 
@@ -85,22 +99,102 @@ def ingest(
         list[str] | None, typer.Option("--filter", help="Only models with this tag (repeatable).")
     ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per request [env HUBCENSUS_HTTP_TIMEOUT, 30].")] = None,
+    max_rate: Annotated[
+        float | None, typer.Option(help="Most requests per second, 0 for no limit [env HUBCENSUS_MAX_RATE, 1.5].")
+    ] = None,
 ) -> None:
-    """Snapshot the Hub's model list through the official client."""
-    settings = _settings(data_dir=data_dir, hf_endpoint=endpoint, hf_token=token, http_timeout=timeout)
+    """Snapshot the Hub's model list through the official client (resumes a failed run)."""
+    settings = _settings(
+        data_dir=data_dir, hf_endpoint=endpoint, hf_token=token, http_timeout=timeout, max_rate=max_rate
+    )
     out.print(f"ingesting from {settings.hf_endpoint} into {settings.data_dir}", highlight=False)
-    try:
-        meta = ingest_hub(
-            settings.data_dir,
-            endpoint=settings.hf_endpoint,
-            token=settings.hf_token.get_secret_value() if settings.hf_token else None,
-            limit=limit,
-            filters=filter or (),
-            timeout=settings.http_timeout,
-        )
-    except IngestError as exc:
-        _fail(str(exc))
+    stop = _stop_on_signals()
+    with _progress(limit) as on_progress:
+        try:
+            meta = ingest_hub(
+                settings.data_dir,
+                limit=limit,
+                filters=filter or (),
+                options=settings.hub_options(stop=stop),
+                on_progress=on_progress,
+            )
+        except IngestError as exc:
+            _fail(str(exc))
     _report(meta)
+
+
+@app.command()
+def worker(
+    schedule: Annotated[str, typer.Option(help="5-field cron, in UTC, e.g. '0 3 * * *' (03:00 daily).")],
+    run_now: Annotated[
+        bool, typer.Option("--run-now", help="Take a snapshot at start, then follow the schedule.")
+    ] = False,
+    keep_daily: Annotated[int, typer.Option(min=0, help="Keep the newest snapshot of each of the last N days.")] = 0,
+    keep_weekly: Annotated[int, typer.Option(min=0, help="… of each of the last N ISO weeks.")] = 0,
+    keep_monthly: Annotated[
+        int, typer.Option(min=0, help="… of each of the last N months. All 0: keep everything.")
+    ] = 0,
+    endpoint: Annotated[str | None, typer.Option(help="Hub URL [env HF_ENDPOINT].")] = None,
+    data_dir: DataDirOpt = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop each run after this many models.")] = None,
+    filter: Annotated[
+        list[str] | None, typer.Option("--filter", help="Only models with this tag (repeatable).")
+    ] = None,
+) -> None:
+    """Take snapshots on a schedule until SIGTERM/SIGINT; prune by retention after each success."""
+    from ingest.worker import Retention, run_worker, validate_schedule
+
+    settings = _settings(data_dir=data_dir, hf_endpoint=endpoint)
+    try:
+        validate_schedule(schedule)
+    except ValueError as exc:
+        _fail(str(exc))
+    stop = _stop_on_signals()
+    run_worker(
+        settings.data_dir,
+        schedule,
+        settings.hub_options(stop=stop),
+        run_now=run_now,
+        retention=Retention(daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly),
+        filters=filter or (),
+        limit=limit,
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: runs stop between pages, leaving only whole, resumable pages."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        logging.getLogger("hubcensus").warning("signal %d: stopping after the current request", signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)
+    return stop
+
+
+@contextlib.contextmanager
+def _progress(total: int | None) -> Iterator[Callable[[Progress_], None] | None]:
+    """A progress bar on an interactive terminal (pages, models, rate, ETA when the total is known)."""
+    if not err.is_terminal:
+        yield None
+        return
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.fields[pages]} pages"),
+        BarColumn() if total else TextColumn(""),
+        TextColumn("{task.completed:,} models"),
+        TextColumn("{task.fields[rate]:,.0f} models/s"),
+        TimeRemainingColumn() if total else TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("ingest", total=total, pages=0, rate=0.0)
+
+        def update(p: Progress_) -> None:
+            bar.update(task, completed=p.models, pages=p.pages, rate=p.models / max(p.elapsed, 1e-9))
+
+        yield update
 
 
 @app.command("import")
@@ -294,13 +388,40 @@ def _serve(settings: Settings) -> None:
         f"serving {settings.data_dir} on http://{settings.host}:{settings.port}  (docs: /docs)",
         highlight=False,
     )
-    app = create_app(settings.data_dir, query_timeout=settings.query_timeout, cache_bytes=settings.cache_mb * 2**20)
+    app = create_app(
+        settings.data_dir,
+        query_timeout=settings.query_timeout,
+        cache_bytes=settings.cache_mb * 2**20,
+        admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+    )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+def _configure_logging() -> None:
+    """Text or JSON lines (HUBCENSUS_LOG_FORMAT) on stderr; the token is never written, even by mistake."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("HUBCENSUS_LOG_FORMAT", "text") == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_redact_token)
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def _redact_token(record: logging.LogRecord) -> bool:
+    token = os.environ.get("HF_TOKEN")
+    if token and len(token) >= 8:
+        message = record.getMessage()
+        if token in message:
+            record.msg, record.args = message.replace(token, "***"), None
+    return True
 
 
 def main() -> None:
     """Entry point for `python -m hubcensus`."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     # One line per HTTP request is noise on a terminal; warnings (retries, rate limits) still show.
     for noisy in ("httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

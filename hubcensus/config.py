@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.hub import HubOptions
 
 
 class Settings(BaseSettings):
@@ -23,9 +26,14 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("HF_TOKEN"), description="Hub token, sent only to the endpoint."
     )
     http_timeout: float = Field(30.0, gt=0, description="Seconds for each Hub request (connect and read).")
+    max_rate: float = Field(1.5, ge=0, description="Most Hub requests per second (0: no limit).")
+    max_retries: int = Field(5, ge=0, le=20, description="Retries of one Hub page on 429, 5xx, timeouts, bad bodies.")
+    resume_max_age: float = Field(21600, ge=0, description="Seconds a failed ingest can be resumed from its cursor.")
     max_bad_share: float = Field(0.05, ge=0, le=1, description="Import fails above this share of bad records.")
     query_timeout: float = Field(10.0, gt=0, description="Seconds a query may run before the API answers 504.")
     cache_mb: int = Field(64, ge=0, description="Memory for cached answers, in MiB (0 turns the cache off).")
+    admin_token: SecretStr | None = Field(None, description="Enables POST/DELETE /v1/snapshots; required as Bearer.")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text or JSON lines.")
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
 
@@ -35,3 +43,15 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    def hub_options(self, **overrides: Any) -> HubOptions:
+        """The ingest options these settings give."""
+        return HubOptions(
+            endpoint=self.hf_endpoint,
+            token=self.hf_token.get_secret_value() if self.hf_token else None,
+            timeout=self.http_timeout,
+            max_rate=self.max_rate,
+            max_retries=self.max_retries,
+            resume_max_age=self.resume_max_age,
+            **overrides,
+        )

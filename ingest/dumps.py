@@ -127,13 +127,14 @@ def import_dump(
                 writer.add(parse_record(value))
             except BadRecord as exc:
                 writer.add_bad(position, str(exc), json.dumps(value, default=str)[:200])
-        total = writer.rows_seen + writer.bad
+        bad = writer.bad
+        total = writer.rows_seen + bad
         if writer.rows_seen == 0:
-            raise IngestError(f"{path}: no readable model records ({writer.bad} bad); nothing was published.")
-        if writer.bad / total > max_bad_share:
-            reasons = "; ".join(f"{n}x {r}" for r, n in writer.bad_reasons.most_common(3))
+            raise IngestError(f"{path}: no readable model records ({bad} bad); nothing was published.")
+        if bad / total > max_bad_share:
+            reasons = "; ".join(f"{n}x {r}" for r, n in writer.bad_reasons(3).items())
             raise IngestError(
-                f"{path}: {writer.bad} of {total} records are bad, more than the allowed share "
+                f"{path}: {bad} of {total} records are bad, more than the allowed share "
                 f"{max_bad_share:.1%}; nothing was published. Most common: {reasons}"
             )
         return writer.publish()

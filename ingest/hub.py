@@ -1,17 +1,31 @@
-"""Snapshot the Hub's model list through the official client, `HfApi.list_models`."""
+"""Snapshot the Hub's model list through the official client, page by page.
+
+`HfApi.list_models` hides the pagination cursor, builds a Python `ModelInfo` per model and fixes its
+retry policy, so it can neither resume a failed run nor be tuned for politeness. We page `/api/models`
+with the same client's own building blocks instead — `build_hf_headers`, the shared session, the
+client's `http_backoff` (retries on 429/5xx/timeouts, honouring `RateLimit` and `Retry-After`) and
+`hf_raise_for_status` — exactly as `list_models` does inside, and keep the `Link: rel="next"` cursor of
+every page so that a failed run can continue where it stopped (docs/ARCHITECTURE.md).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx2
-from huggingface_hub import HfApi, set_client_factory
+from huggingface_hub import set_client_factory
 from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.hf_api import ModelInfo
+from huggingface_hub.hf_api import ExpandModelProperty_T
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff, parse_ratelimit_headers
 from huggingface_hub.utils._http import default_client_factory
 
 from ingest.errors import IngestError
@@ -24,7 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 # What the queries need, and no more: `expand` keeps pages small compared with `full=True`.
-EXPAND: list[Any] = [
+EXPAND: list[ExpandModelProperty_T] = [
     "author",
     "createdAt",
     "lastModified",
@@ -40,15 +54,44 @@ EXPAND: list[Any] = [
 ]
 
 
+class Cancelled(IngestError):
+    """The run was asked to stop (SIGTERM, SIGINT); what was committed is kept for resuming."""
+
+
+@dataclass
+class HubOptions:
+    """How to talk to the Hub: where, as whom, how fast, how patiently."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    token: str | None = None
+    timeout: float = 30.0
+    page_size: int = 1000
+    max_rate: float = 1.5  # requests per second; the Hub allows ~500 per 5 minutes anonymous
+    max_retries: int = 5  # per page, on 429/5xx/network errors (the client's own back-off)
+    retry_wait: float = 1.0  # first back-off, doubled each retry
+    retry_wait_max: float = 30.0
+    resume_max_age: float = 6 * 3600.0  # seconds a failed run's cursor is trusted for resuming
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is: pages and models so far, the total when known, the request rate."""
+
+    pages: int
+    models: int
+    total: int | None
+    elapsed: float
+
+
 def configure_http(endpoint: str, timeout: float) -> None:
     """Give every Hub request a timeout, and keep the token on the configured endpoint.
 
-    huggingface_hub passes `timeout=None` explicitly on listing calls, which overrides any client
-    default, so a silent server would hang a run forever. We keep its own client factory (offline
-    mode, request ids) and add a request hook that (1) sets the request's connect/read/write/pool
-    timeouts, which httpx reads from the request itself, and (2) strips the Authorization header
-    from any request leaving the endpoint's origin: a `Link: rel="next"` pointing elsewhere must
-    never receive the token.
+    huggingface_hub's own listing calls pass `timeout=None`, which overrides any client default, so we
+    keep its client factory (offline mode, request ids) and add a request hook that (1) sets the
+    request's connect/read/write/pool timeouts, which httpx reads from the request itself, and (2)
+    strips the Authorization header from any request leaving the endpoint's origin: a redirect or a
+    `Link: rel="next"` pointing elsewhere must never receive the token.
     """
     origin = httpx2.URL(endpoint)
     timeouts = httpx2.Timeout(timeout).as_dict()
@@ -67,23 +110,63 @@ def configure_http(endpoint: str, timeout: float) -> None:
     set_client_factory(factory)
 
 
-def model_info_to_record(info: ModelInfo) -> dict[str, Any]:
-    """The API field names of a ModelInfo, for the same validation as dump records."""
-    return {
-        "id": info.id,
-        "author": info.author,
-        "createdAt": info.created_at,
-        "lastModified": info.last_modified,
-        "downloads": info.downloads,
-        "likes": info.likes,
-        "tags": info.tags,
-        "pipeline_tag": info.pipeline_tag,
-        "library_name": info.library_name,
-        "private": info.private,
-        "gated": info.gated,
-        "sha": info.sha,
-        "siblings": None if info.siblings is None else [{"rfilename": s.rfilename} for s in info.siblings],
-    }
+class _Pacer:
+    """At most `rate` requests per second, and a pause when the Hub says the window is spent."""
+
+    def __init__(self, rate: float, stop: threading.Event) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.stop = stop
+        self.next_at = 0.0
+
+    def wait(self) -> None:
+        delay = self.next_at - time.monotonic()
+        if delay > 0 and self.stop.wait(delay):
+            raise Cancelled("stopped while waiting to send the next request")
+        self.next_at = time.monotonic() + self.interval
+
+    def observe(self, response: httpx2.Response) -> None:
+        # A successful answer that says `r=0` means the next call would get a 429: wait out the window.
+        info = parse_ratelimit_headers(response.headers)
+        if info is not None and info.remaining == 0:
+            log.warning("rate limit window spent; waiting %ss", info.reset_in_seconds)
+            self.next_at = max(self.next_at, time.monotonic() + info.reset_in_seconds)
+
+
+def _resume_key(endpoint: str, filters: Sequence[str], limit: int | None, page_size: int) -> str:
+    material = json.dumps([endpoint, sorted(filters), limit, page_size, EXPAND])
+    return "ingest-" + hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def _fetch_page(
+    url: str, params: dict[str, Any] | None, headers: dict[str, str], opts: HubOptions
+) -> tuple[list[Any], str | None, httpx2.Response]:
+    """One page: the records, the next page's URL, the response. Retries bodies that do not parse."""
+    for attempt in range(opts.max_retries + 1):
+        response = http_backoff(
+            "GET",
+            url,
+            params=params,
+            headers=headers,
+            timeout=httpx2.Timeout(opts.timeout),
+            max_retries=opts.max_retries,
+            base_wait_time=opts.retry_wait,
+            max_wait_time=opts.retry_wait_max,
+        )
+        hf_raise_for_status(response)
+        try:
+            records = response.json()
+            if not isinstance(records, list):
+                raise ValueError(f"expected a JSON array, got {type(records).__name__}")
+        except ValueError as exc:  # a truncated or garbled body: fetch the same page again
+            if attempt == opts.max_retries:
+                raise IngestError(f"{url}: the page is not valid JSON after {attempt + 1} attempts: {exc}") from exc
+            wait = min(opts.retry_wait * 2**attempt, opts.retry_wait_max)
+            log.warning("page body did not parse (%s); retrying in %ss", exc, wait)
+            if opts.stop.wait(wait):
+                raise Cancelled("stopped while retrying a page") from exc
+            continue
+        return records, response.links.get("next", {}).get("url"), response
+    raise AssertionError("unreachable")
 
 
 def ingest_hub(
@@ -94,28 +177,59 @@ def ingest_hub(
     limit: int | None = None,
     filters: Sequence[str] = (),
     timeout: float = 30.0,
+    options: HubOptions | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> SnapshotMeta:
-    """Page through `/api/models` and publish everything as one snapshot, or nothing on failure."""
-    endpoint = endpoint.rstrip("/")
-    configure_http(endpoint, timeout)
-    # token=False stops the client from falling back to a token it finds on disk or in HF_TOKEN
-    # when the caller has deliberately given none.
-    api = HfApi(endpoint=endpoint, token=token or False)
+    """Page through `/api/models` and publish everything as one snapshot, or nothing on failure.
+
+    Each page is committed with the cursor of the next one; a failed or stopped run leaves a resume
+    directory that the next run with the same endpoint, filters and limit continues, if it is younger
+    than `options.resume_max_age`.
+    """
+    opts = options or HubOptions(endpoint=endpoint, token=token, timeout=timeout, max_rate=0)
+    endpoint = opts.endpoint.rstrip("/")
+    configure_http(endpoint, opts.timeout)
+    # token=False: with no token given, send none, rather than one found on disk or in HF_TOKEN.
+    headers = build_hf_headers(token=opts.token or False, library_name="hubcensus")
     params: dict[str, Any] = {"limit": limit, "filter": list(filters), "expand": EXPAND}
-    started = datetime.now(UTC)
-    with SnapshotWriter(data_dir, taken_at=started, source=endpoint, kind="ingest", params=params) as writer:
+    pacer = _Pacer(opts.max_rate, opts.stop)
+    started = time.monotonic()
+    with SnapshotWriter(
+        data_dir,
+        taken_at=datetime.now(UTC),
+        source=endpoint,
+        kind="ingest",
+        params=params,
+        resume_key=_resume_key(endpoint, filters, limit, opts.page_size),
+        resume_max_age=opts.resume_max_age,
+    ) as writer:
+        if writer.resumed:
+            log.info("resuming %s after %d pages (%d models)", endpoint, writer.pages, writer.rows_seen)
+            url: str | None = writer.next_url
+            query: dict[str, Any] | None = None
+        else:
+            log.info("ingest from %s into snapshot %s", endpoint, writer.id)
+            url = f"{endpoint}/api/models"
+            query = {"limit": min(opts.page_size, limit or opts.page_size), "expand": EXPAND}
+            if filters:
+                query["filter"] = list(filters)
         try:
-            models = api.list_models(filter=list(filters) or None, limit=limit, expand=EXPAND)
-            for position, info in enumerate(models, start=1):
-                try:
-                    writer.add(parse_record(model_info_to_record(info)))
-                except BadRecord as exc:
-                    writer.add_bad(position, str(exc), info.id)
-                if position % 100_000 == 0:
-                    log.info("ingest: %d models read from %s", position, endpoint)
+            while url is not None and (limit is None or writer.rows_seen < limit):
+                if opts.stop.is_set():
+                    raise Cancelled("stopped")
+                pacer.wait()
+                records, next_url, response = _fetch_page(url, query, headers, opts)
+                pacer.observe(response)
+                if limit is not None:
+                    records = records[: limit - writer.rows_seen]
+                rows, bad = _parse_page(records, writer.pages)
+                writer.add_page(rows, bad, next_url)
+                url, query = next_url, None
+                if on_progress is not None:
+                    on_progress(Progress(writer.pages, writer.rows_seen, limit, time.monotonic() - started))
         except httpx2.TimeoutException as exc:
             raise IngestError(
-                f"The Hub at {endpoint} did not answer within {timeout:g} s, after retries "
+                f"The Hub at {endpoint} did not answer within {opts.timeout:g} s, after retries "
                 f"({type(exc).__name__}); nothing was published. Raise --timeout or try later."
             ) from exc
         except HfHubHTTPError as exc:
@@ -123,7 +237,18 @@ def ingest_hub(
             raise IngestError(
                 f"The Hub at {endpoint} answered HTTP {status} after retries; nothing was published."
             ) from exc
-        except (httpx2.HTTPError, ValueError) as exc:
-            # ValueError covers a page body that is not valid JSON.
+        except httpx2.HTTPError as exc:
             raise IngestError(f"Reading {endpoint}/api/models failed: {exc}; nothing was published.") from exc
         return writer.publish()
+
+
+def _parse_page(records: list[Any], page: int) -> tuple[list[dict[str, Any]], list[tuple[int, str, str]]]:
+    rows: list[dict[str, Any]] = []
+    bad: list[tuple[int, str, str]] = []
+    for i, record in enumerate(records):
+        try:
+            rows.append(parse_record(record))
+        except BadRecord as exc:
+            # Position: page * 1,000,000 + index, readable and unique across pages.
+            bad.append((page * 1_000_000 + i, str(exc), json.dumps(record, default=str)[:200]))
+    return rows, bad

@@ -6,11 +6,11 @@ or a kill before that leaves only a temp directory, which `queries.store.clean_t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +20,7 @@ import duckdb
 import filelock
 import pyarrow as pa
 
+from ingest.errors import IngestError
 from ingest.records import ROW_SCHEMA
 from queries.frameworks import CLASSIFIER_VERSION, METHODS, mask_sql
 from queries.store import (
@@ -63,8 +64,20 @@ ORDER BY id
 """
 
 
+_PROGRESS_DDL = """
+CREATE TABLE progress (
+    id VARCHAR, taken_at TIMESTAMPTZ, next_url VARCHAR, pages BIGINT, rows_seen BIGINT, updated_at TIMESTAMPTZ
+)
+"""
+
+
 class SnapshotWriter:
-    """Context manager that stages rows and publishes them as one immutable snapshot."""
+    """Context manager that stages rows and publishes them as one immutable snapshot.
+
+    With `resume_key`, the work directory is `resume/<key>/` instead of a fresh `tmp/<id>/`, it survives
+    a failure, and a later writer with the same key continues it (pages, rows and the next page's URL
+    are committed together, page by page) if it is younger than `resume_max_age` seconds.
+    """
 
     def __init__(
         self,
@@ -74,6 +87,8 @@ class SnapshotWriter:
         source: str,
         kind: Literal["ingest", "import"],
         params: dict[str, Any] | None = None,
+        resume_key: str | None = None,
+        resume_max_age: float = 0.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.taken_at = taken_at.astimezone(UTC)
@@ -82,33 +97,72 @@ class SnapshotWriter:
         self.params = params or {}
         self.id = new_snapshot_id(self.taken_at)
         self.rows_seen = 0
-        self.bad = 0
-        self.bad_reasons: Counter[str] = Counter()
+        self.pages = 0
+        self.next_url: str | None = None
+        self.resumed = False
+        self._resume_max_age = resume_max_age
         self._started = time.monotonic()
         self._batch: list[dict[str, Any]] = []
-        self._tmp = self.data_dir / "tmp" / self.id
+        self._resumable = resume_key is not None
+        self._tmp = self.data_dir / "resume" / resume_key if resume_key else self.data_dir / "tmp" / self.id
         self._lock: filelock.FileLock | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> Self:
         clean_tmp(self.data_dir)
         with tmp_creation_lock(self.data_dir):
-            self._tmp.mkdir(parents=True)
-            self._lock = filelock.FileLock(self._tmp / ".lock", preserve_lock_file=True)
-            self._lock.acquire()
+            self._tmp.mkdir(parents=True, exist_ok=self._resumable)
+            self._lock = filelock.FileLock(self._tmp / ".lock", blocking=False, preserve_lock_file=True)
+            try:
+                self._lock.acquire()
+            except filelock.Timeout:
+                self._lock = None
+                raise IngestError(f"another run is already writing {self._tmp}; try again when it ends") from None
+        if self._resumable and self._adopt():
+            return self
+        for leftover in (self._tmp / DB_NAME, self._tmp / (DB_NAME + ".wal")):
+            leftover.unlink(missing_ok=True)
         self._con = duckdb.connect(str(self._tmp / DB_NAME))
         self._con.execute(_STAGING_DDL)
         self._con.execute(_BAD_DDL)
+        self._con.execute(_PROGRESS_DDL)
+        self._con.execute("INSERT INTO progress VALUES (?, ?, NULL, 0, 0, now())", [self.id, self.taken_at])
         return self
+
+    def _adopt(self) -> bool:
+        """Continue an earlier, unfinished run in the resume directory, if it is fresh enough."""
+        db = self._tmp / DB_NAME
+        if not db.exists():
+            return False
+        con = None
+        try:
+            con = duckdb.connect(str(db))
+            rows = con.execute(
+                "SELECT id, taken_at, next_url, pages, rows_seen, epoch(now() - updated_at) FROM progress"
+            ).fetchall()
+        except duckdb.Error:
+            if con is not None:
+                con.close()
+            return False  # a file left half-created by a kill: start over
+        row = rows[0] if rows else None
+        # Resume only a run that committed at least one page, recently enough for its cursor to hold.
+        if row is None or row[3] == 0 or row[5] > self._resume_max_age:
+            con.close()
+            return False
+        self.id, self.taken_at, self.next_url, self.pages, self.rows_seen = row[0], row[1], row[2], row[3], row[4]
+        self.resumed = True
+        self._con = con
+        return True
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # Reached with the directory still in tmp/ only when publish() did not finish: discard it.
+        # Reached with the work directory still in place only when publish() did not finish. A resumable
+        # run keeps it (every committed page is whole) for the next attempt; any other run discards it.
         if self._con is not None:
             self._con.close()
             self._con = None
-        if self._tmp.exists():
+        if self._tmp.exists() and not self._resumable:
             shutil.rmtree(self._tmp, ignore_errors=True)
         if self._lock is not None:
             self._lock.release()
@@ -120,6 +174,18 @@ class SnapshotWriter:
             raise RuntimeError("SnapshotWriter used outside its `with` block")
         return self._con
 
+    @property
+    def bad(self) -> int:
+        """Records left out so far."""
+        return _scalar(self.con, "SELECT count(*) FROM bad_records")
+
+    def bad_reasons(self, most: int = 20) -> dict[str, int]:
+        """Bad records by reason, most frequent first."""
+        rows = self.con.execute(
+            "SELECT reason, count(*) FROM bad_records GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?", [most]
+        ).fetchall()
+        return {reason: int(n) for reason, n in rows}
+
     def add(self, row: dict[str, Any]) -> None:
         """Stage one validated row; flushed to DuckDB every BATCH_ROWS rows so memory stays flat."""
         row["seq"] = self.rows_seen
@@ -130,9 +196,32 @@ class SnapshotWriter:
 
     def add_bad(self, position: int, reason: str, excerpt: str = "") -> None:
         """Record a record that could not be read, with its position in the input and the reason."""
-        self.bad += 1
-        self.bad_reasons[reason] += 1
         self.con.execute("INSERT INTO bad_records VALUES (?, ?, ?)", [position, reason, excerpt[:200]])
+
+    def add_page(self, rows: list[dict[str, Any]], bad: list[tuple[int, str, str]], next_url: str | None) -> None:
+        """Commit one page: its rows, its bad records and where the next page is, all or nothing."""
+        con = self.con
+        before = (self.rows_seen, self.pages, self.next_url)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for row in rows:
+                self.add(row)
+            self.flush()
+            for position, reason, excerpt in bad:
+                self.add_bad(position, reason, excerpt)
+            self.pages += 1
+            self.next_url = next_url
+            con.execute(
+                "UPDATE progress SET next_url = ?, pages = ?, rows_seen = ?, updated_at = now()",
+                [next_url, self.pages, self.rows_seen],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            self.rows_seen, self.pages, self.next_url = before
+            self._batch.clear()
+            raise
 
     def flush(self) -> None:
         """Write the staged batch into DuckDB."""
@@ -150,6 +239,7 @@ class SnapshotWriter:
         con = self.con
         con.execute(_models_sql())
         con.execute("DROP TABLE staging")
+        con.execute("DROP TABLE progress")
         models = _scalar(con, "SELECT count(*) FROM models")
         meta = SnapshotMeta(
             id=self.id,
@@ -162,7 +252,7 @@ class SnapshotWriter:
             duration_s=round(time.monotonic() - self._started, 3),
             classifier_version=CLASSIFIER_VERSION,
             published_at=datetime.now(UTC),
-            bad_reasons=dict(self.bad_reasons.most_common(20)),
+            bad_reasons=self.bad_reasons(),
             params=self.params,
         )
         con.execute("CREATE TABLE meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
@@ -184,6 +274,5 @@ class SnapshotWriter:
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    row = con.execute(sql).fetchone()
-    assert row is not None
-    return int(row[0])
+    # fetchall, not fetchone: DuckDB 2 keeps a partly fetched result open, which blocks register().
+    return int(con.execute(sql).fetchall()[0][0])

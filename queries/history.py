@@ -9,6 +9,7 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
+from queries.buckets import bucket_columns
 from queries.filters import METHOD_COLUMNS, ModelFilter, Weight, universe_of
 from queries.frameworks import FRAMEWORKS, METHODS, Framework, Method, combination_name
 from queries.share import GroupBy, framework_share
@@ -42,15 +43,19 @@ def framework_history(
         finally:
             con.close()
         if by is None:
-            flat = share.total.model_dump()
-            rows = pa.Table.from_pylist([_flatten(flat)])
+            schema = pa.schema(bucket_columns(share.frameworks))
+            rows = pa.Table.from_pylist([_flatten(share.total.model_dump())], schema=schema)
         else:
             rows = share.rows
         n = rows.num_rows
         rows = rows.add_column(0, "taken_at", pa.array([meta.taken_at] * n, pa.timestamp("us", tz="UTC")))
         tables.append(rows.add_column(0, "snapshot", pa.array([meta.id] * n, pa.string())))
     if not tables:
-        return pa.table({"snapshot": pa.array([], pa.string())})
+        # No snapshot in range: no rows, but the same columns, so a feed's schema never depends on the data.
+        universe, _ = universe_of(frameworks)
+        keys = [("snapshot", pa.string()), ("taken_at", pa.timestamp("us", tz="UTC"))]
+        keys += [("group", pa.string())] if by is not None else []
+        return pa.schema([*keys, *bucket_columns(universe)]).empty_table()
     return pa.concat_tables(tables, promote_options="permissive")
 
 

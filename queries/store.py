@@ -90,6 +90,11 @@ class SnapshotStore:
             if key != self._listing_key:
                 self._listing = self._read_listing()
                 self._listing_key = key
+                # Forget connections to removed snapshots without closing them: a request may still be
+                # reading through a cursor; the connection closes when its last cursor is gone.
+                listed = {m.id for m in self._listing}
+                for gone in [sid for sid in self._connections if sid not in listed]:
+                    del self._connections[gone]
             return list(self._listing)
 
     def _read_listing(self) -> list[SnapshotMeta]:
@@ -187,3 +192,19 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_snapshot(data_dir: Path, snapshot_id: str) -> None:
+    """Unpublish a snapshot atomically (a rename out of snapshots/), then delete its files.
+
+    A process that has the file open keeps reading it until it closes it (POSIX unlink semantics), so a
+    request in flight is never cut off; new requests no longer see the snapshot.
+    """
+    source = Path(data_dir) / "snapshots" / snapshot_id
+    if not (source / META_NAME).exists():
+        raise SnapshotNotFound(snapshot_id)
+    with tmp_creation_lock(data_dir):
+        target = Path(data_dir) / "tmp" / f"removed-{snapshot_id}-{secrets.token_hex(3)}"
+        os.rename(source, target)
+    fsync_path(Path(data_dir) / "snapshots")
+    shutil.rmtree(target, ignore_errors=True)

@@ -10,8 +10,10 @@ from fastapi_offline import FastAPIOffline
 from queries.store import SnapshotStore
 from service.deps import reject_unknown_parameters
 from service.errors import install_error_handlers
+from service.head import HeadAsGet
+from service.metrics import Metrics, MetricsMiddleware
 from service.render import AnswerCache
-from service.routes import catalog, frameworks, meta, snapshots
+from service.routes import catalog, frameworks, meta, operations, snapshots
 
 DESCRIPTION = """
 Reproducible numbers about the Hugging Face Hub, computed over immutable snapshots of its model
@@ -20,10 +22,17 @@ metadata. Every answer states the snapshot and method it was computed with. Erro
 """
 
 
-def create_app(data_dir: Path, *, query_timeout: float = 10.0, cache_bytes: int = 64 * 2**20) -> FastAPI:
+def create_app(
+    data_dir: Path,
+    *,
+    query_timeout: float = 10.0,
+    cache_bytes: int = 64 * 2**20,
+    admin_token: str | None = None,
+) -> FastAPI:
     """Build the API over the snapshot store in `data_dir` (read-only; never waits on a writer).
 
-    `query_timeout` bounds each query (504 past it); `cache_bytes` bounds the rendered-answer cache.
+    `query_timeout` bounds each query (504 past it); `cache_bytes` bounds the rendered-answer cache;
+    `admin_token` enables the admin routes (off without it).
     """
     # FastAPIOffline serves the /docs and /redoc assets itself: no CDN, so the docs work offline.
     app = FastAPIOffline(
@@ -35,9 +44,14 @@ def create_app(data_dir: Path, *, query_timeout: float = 10.0, cache_bytes: int 
     app.state.store = SnapshotStore(data_dir)
     app.state.query_timeout = query_timeout
     app.state.answer_cache = AnswerCache(cache_bytes)
+    app.state.admin_token = admin_token
+    app.state.metrics = Metrics()
     install_error_handlers(app)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(meta.router)
     app.include_router(snapshots.router)
     app.include_router(frameworks.router)
     app.include_router(catalog.router)
+    app.include_router(operations.router)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import duckdb
 from fastapi import Depends, Query, Request
@@ -60,13 +60,20 @@ def snapshot_cursor(store: StoreDep, meta: SnapshotDep) -> Iterator[duckdb.DuckD
 CursorDep = Annotated[duckdb.DuckDBPyConnection, Depends(snapshot_cursor)]
 
 
-def reject_unknown_parameters(request: Request) -> None:
-    """Answer 422 for a query parameter the route does not take: a typo must not pass silently."""
+def query_defaults(request: Request) -> dict[str, Any]:
+    """The query parameters the request's route takes, with their defaults."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
+        return {}
+    deps = [route.dependant, *_all_dependants(route)]
+    return {p.alias: p.field_info.default for dep in deps for p in dep.query_params}
+
+
+def reject_unknown_parameters(request: Request) -> None:
+    """Answer 422 for a query parameter the route does not take: a typo must not pass silently."""
+    if not isinstance(request.scope.get("route"), APIRoute):
         return
-    known = {p.alias for p in route.dependant.query_params}
-    known |= {p.alias for dep in _all_dependants(route) for p in dep.query_params}
+    known = set(query_defaults(request))
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         takes = ", ".join(sorted(known)) or "no parameters"

@@ -26,6 +26,8 @@ ErrorCode = Literal[
     "invalid_cursor",
     "query_timeout",
     "model_not_found",
+    "admin_disabled",
+    "unauthorized",
     "http_error",
     "internal_error",
 ]

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal, get_args
+from urllib.parse import urlencode
 
 import cachetools
 import pyarrow as pa
@@ -28,6 +29,7 @@ from fastapi.responses import Response
 
 from queries.buckets import nest
 from queries.sql import QueryTimeout, time_limit
+from service.deps import query_defaults
 from service.errors import ApiError
 
 Format = Literal["json", "csv", "ndjson", "parquet"]
@@ -51,6 +53,7 @@ _ACCEPT: dict[str, Format] = {
 
 DEFAULT_PAGE = 1_000
 MAX_PAGE = 10_000
+MAX_OFFSET = 10**9  # far beyond any snapshot's row count, well within DuckDB's OFFSET
 
 
 @dataclass
@@ -113,10 +116,13 @@ def decode_cursor(cursor: str | None, snapshot_key: str) -> int:
         return 0
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        offset, key = int(data["o"]), str(data["s"])
+        offset, key = data["o"], str(data["s"])
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise ApiError(422, "invalid_cursor", "_next: not a cursor this service issued.") from None
-    if key != snapshot_key or offset < 0:
+    # Only a whole number within any real result is a position; anything else was not issued by us.
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
+        raise ApiError(422, "invalid_cursor", "_next: not a cursor this service issued.")
+    if key != snapshot_key:
         raise ApiError(422, "invalid_cursor", "_next: the cursor belongs to another snapshot or query.")
     return offset
 
@@ -175,10 +181,30 @@ def render(answer: Answer, fmt: Format, next_cursor: str | None, next_url: str |
     return buf.getvalue()
 
 
-def cache_key(request: Request, snapshot_key: str, params: dict[str, Any], fmt: Format) -> str:
-    """Snapshot id(s) + route + normalized query + format, hashed: the ETag and the cache key."""
+def canonical_query(request: Request) -> list[tuple[str, str]]:
+    """The request's query without cursor and format, and without parameters spelled at their default.
+
+    `next_url` is built from it (plus the format, always written out), so two spellings of one query get
+    the same body, hence one ETag.
+    """
+    defaults = query_defaults(request)
+    return sorted(
+        (k, v)
+        for k, v in request.query_params.multi_items()
+        if k not in ("_next", "_format") and not (k in defaults and str(defaults[k]) == v)
+    )
+
+
+def cache_key(
+    request: Request, snapshot_key: str, params: dict[str, Any], fmt: Format, immutable: bool, query: list[Any]
+) -> str:
+    """Snapshot id(s) + route + normalized query + format, hashed: the ETag and the cache key.
+
+    The canonical query string is part of it too, because the body and headers echo it (`next_url`,
+    `Link`), and so is whether the answer is immutable, because `Cache-Control` depends on it.
+    """
     normalized = {k: v for k, v in sorted(params.items()) if v is not None}
-    material = dumps_json([request.url.path, snapshot_key, normalized, fmt])
+    material = dumps_json([request.url.path, query, snapshot_key, normalized, fmt, immutable])
     return hashlib.sha256(material).hexdigest()[:40]
 
 
@@ -194,11 +220,20 @@ def respond(
     """Serve a tabular answer with content negotiation, pagination, ETag/304 and the answer cache."""
     fmt = negotiate(request)
     page = Page(decode_cursor(page_request.cursor, snapshot_key), page_request.size)
-    key = cache_key(request, snapshot_key, {**params, "_offset": page.offset, "_size": page.size}, fmt)
+    query = canonical_query(request)
+    key = cache_key(
+        request, snapshot_key, {**params, "_offset": page.offset, "_size": page.size}, fmt, immutable, query
+    )
     etag = f'"{key}"'
     # A named snapshot never changes; `latest` may move, so clients revalidate it (cheaply, by ETag).
     cache_control = "public, max-age=86400, immutable" if immutable else "public, max-age=60"
-    base_headers = {"ETag": etag, "Cache-Control": cache_control, "X-Hubcensus-Snapshot": snapshot_key}
+    base_headers = {
+        "ETag": etag,
+        "Cache-Control": cache_control,
+        # The format may come from Accept: shared caches must keep one answer per Accept value.
+        "Vary": "Accept",
+        "X-Hubcensus-Snapshot": snapshot_key,
+    }
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers=base_headers)
     cache: AnswerCache = request.app.state.answer_cache
@@ -214,7 +249,9 @@ def respond(
     next_cursor = encode_cursor(snapshot_key, page.offset + page.size) if answer.has_more else None
     next_url = None
     if next_cursor is not None:
-        next_url = str(request.url.include_query_params(_next=next_cursor))
+        # The format is written out, however it was chosen, so the next page keeps it whoever follows.
+        next_query = urlencode([*query, ("_format", fmt), ("_next", next_cursor)])
+        next_url = str(request.url.replace(query=next_query))
     headers = dict(base_headers)
     if next_url is not None:
         headers["Link"] = f'<{next_url}>; rel="next"'

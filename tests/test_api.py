@@ -157,7 +157,7 @@ def test_every_route_answers_errors_in_the_envelope(client: TestClient) -> None:
     for template in paths:
         path = template.replace("{snapshot}", "latest")
         assert_error(client.get(path, params={"no_such_parameter": "1"}), 422, "unknown_parameter")
-        assert_error(client.delete(path), 405, "method_not_allowed")
+        assert_error(client.patch(path), 405, "method_not_allowed")
 
 
 def test_empty_store_answers_503_not_500(tmp_path: Any) -> None:

@@ -10,13 +10,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ingest.errors import IngestError
-from ingest.hub import EXPAND, ingest_hub
+from ingest.hub import EXPAND, HubOptions, ingest_hub
 from queries.store import SnapshotStore
 from service.app import create_app
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
 from tests.test_api import expected_share
 
 WANTED = set(EXPAND)
+
+
+def fast(url: str, **overrides: Any) -> HubOptions:
+    """Options for tests: unpaced, with short back-off so retried faults stay quick."""
+    return HubOptions(**{"endpoint": url, "max_rate": 0, "retry_wait": 0.05, "retry_wait_max": 0.2, **overrides})
 
 
 def test_ingest_end_to_end_matches_direct_computation(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
@@ -88,7 +93,7 @@ def test_a_slow_page_times_out_and_is_retried(tmp_path: Path, crawl_2022: list[d
         return None
 
     with HubServer(crawl_2022[:50], hook=silent_once) as hub:
-        meta = ingest_hub(tmp_path, endpoint=hub.url, timeout=0.5)
+        meta = ingest_hub(tmp_path, options=fast(hub.url, timeout=0.5))
     assert meta.models == 50 and calls == 2
 
 
@@ -99,9 +104,9 @@ def test_a_hub_that_never_answers_fails_clearly(tmp_path: Path) -> None:
 
     started = time.monotonic()
     with HubServer([], hook=silent) as hub, pytest.raises(IngestError, match=r"did not answer within 0\.2 s"):
-        ingest_hub(tmp_path, endpoint=hub.url, timeout=0.2)
-    # huggingface_hub retries a timeout 5 times (1+2+4+8+8 s of back-off): bounded, never a hang.
-    assert time.monotonic() - started < 40
+        ingest_hub(tmp_path, options=fast(hub.url, timeout=0.2))
+    # Six attempts (the first and 5 retries) of 0.2 s plus short back-off: bounded, never a hang.
+    assert time.monotonic() - started < 5
     assert SnapshotStore(tmp_path).snapshots() == []
 
 
@@ -110,12 +115,12 @@ def test_a_hub_that_never_answers_fails_clearly(tmp_path: Path) -> None:
     [
         (json_response(404, {"error": "Repository not found"}), "answered HTTP 404"),
         (json_response(401, {"error": "Invalid credentials"}), "answered HTTP 401"),
-        (Response(200, {"Content-Type": "application/json"}, b'[{"id": "a/b", "tags": ['), "failed"),
+        (Response(200, {"Content-Type": "application/json"}, b'[{"id": "a/b", "tags": ['), "not valid JSON after 6"),
     ],
 )
 def test_hub_errors_fail_clearly_and_publish_nothing(tmp_path: Path, response: Response, message: str) -> None:
     with HubServer([], hook=lambda info: response) as hub, pytest.raises(IngestError, match=message):
-        ingest_hub(tmp_path, endpoint=hub.url, timeout=5)
+        ingest_hub(tmp_path, options=fast(hub.url))
     assert SnapshotStore(tmp_path).snapshots() == []
     assert [p.name for p in (tmp_path / "tmp").iterdir()] == [".lock"]
 
@@ -128,8 +133,48 @@ def test_failure_on_a_later_page_publishes_nothing(tmp_path: Path, crawl_2022: l
         HubServer(crawl_2022[:5000], page_size=1000, hook=fail_third_page) as hub,
         pytest.raises(IngestError),
     ):
-        ingest_hub(tmp_path, endpoint=hub.url, timeout=5)
+        ingest_hub(tmp_path, options=fast(hub.url))
     assert SnapshotStore(tmp_path).snapshots() == []
+    # The two committed pages wait, unpublished, for the next run to resume them.
+    (resume,) = (tmp_path / "resume").iterdir()
+    assert (resume / "snapshot.duckdb").exists()
+
+
+def test_a_failed_run_resumes_from_its_last_page(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
+    failing = True
+
+    def fail_fourth_page(info: RequestInfo) -> Response | None:
+        if failing and "cursor" in info.query and len(hub.requests) >= 4:
+            return json_response(500, {"error": "down"})
+        return None
+
+    with HubServer(crawl_2022[:6000], page_size=1000, hook=fail_fourth_page) as hub:
+        with pytest.raises(IngestError, match="HTTP 500"):
+            ingest_hub(tmp_path, options=fast(hub.url, max_retries=1))
+        failing = False
+        before = len(hub.requests)
+        meta = ingest_hub(tmp_path, options=fast(hub.url))
+        resumed = hub.requests[before:]
+    assert meta.models == 6000 and meta.duplicates == 0
+    # Only the pages not committed before were fetched again, starting from the saved cursor.
+    assert len(resumed) == 3 and all("cursor" in r.query for r in resumed)
+    assert not list((tmp_path / "resume").iterdir())
+    ids = {r[0] for r in SnapshotStore(tmp_path).cursor(meta.id).execute("SELECT id FROM models").fetchall()}
+    assert ids == {r["modelId"] for r in crawl_2022[:6000]}
+
+
+def test_a_stale_run_is_not_resumed(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
+    def fail_later_pages(info: RequestInfo) -> Response | None:
+        return json_response(500, {"error": "down"}) if "cursor" in info.query else None
+
+    with HubServer(crawl_2022[:3000], page_size=1000, hook=fail_later_pages) as hub:
+        with pytest.raises(IngestError):
+            ingest_hub(tmp_path, options=fast(hub.url, max_retries=0))
+        hub.hook = None
+        before = len(hub.requests)
+        meta = ingest_hub(tmp_path, options=fast(hub.url, resume_max_age=0))
+        assert "cursor" not in hub.requests[before].query  # started over
+    assert meta.models == 3000
 
 
 def test_records_with_missing_or_unknown_fields(tmp_path: Path) -> None:

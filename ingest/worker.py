@@ -1,0 +1,172 @@
+"""The scheduled worker: a snapshot on a cron schedule, retention after each success, a status file.
+
+The worker and the API meet only in the data dir: the worker writes `status.json` (atomically) for
+`GET /v1/status`, and picks up `requests/*.json`, which `POST /v1/snapshots` drops there, as "run now".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+
+from ingest.errors import IngestError
+from ingest.hub import Cancelled, HubOptions, ingest_hub
+from queries.control import pending_requests, take_requests, write_status
+from queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Keep the newest snapshot of each of the last N days, ISO weeks and months (0: none by that rule).
+
+    With all three at 0 nothing is pruned. The newest snapshot is always kept.
+    """
+
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any rule is set."""
+        return bool(self.daily or self.weekly or self.monthly)
+
+
+def to_prune(snapshots: Sequence[SnapshotMeta], retention: Retention) -> list[SnapshotMeta]:
+    """The snapshots that no retention rule keeps, newest first (the newest overall is always kept)."""
+    if not retention.enabled or not snapshots:
+        return []
+    ordered = sorted(snapshots, key=lambda m: (m.taken_at, m.id), reverse=True)
+    keep = {ordered[0].id}
+    rules: list[tuple[int, Callable[[datetime], Any]]] = [
+        (retention.daily, lambda t: t.date()),
+        (retention.weekly, lambda t: t.isocalendar()[:2]),
+        (retention.monthly, lambda t: (t.year, t.month)),
+    ]
+    for count, period_of in rules:
+        seen: list[Any] = []
+        for meta in ordered:  # newest first: the first snapshot of each period is its newest
+            period = period_of(meta.taken_at)
+            if period not in seen:
+                if len(seen) == count:
+                    break
+                seen.append(period)
+                keep.add(meta.id)
+    return [m for m in ordered if m.id not in keep]
+
+
+def prune(data_dir: Path, retention: Retention, source: str) -> list[str]:
+    """Remove this worker's ingest snapshots (same source) that retention does not keep; imports stay."""
+    mine = [m for m in SnapshotStore(data_dir).snapshots() if m.kind == "ingest" and m.source == source]
+    removed = []
+    for meta in to_prune(mine, retention):
+        remove_snapshot(data_dir, meta.id)
+        removed.append(meta.id)
+    if removed:
+        log.info("retention removed %d snapshot(s): %s", len(removed), ", ".join(removed))
+    return removed
+
+
+def next_run(schedule: str, after: datetime) -> datetime:
+    """The next time a 5-field cron schedule fires after `after` (UTC)."""
+    nxt: datetime = croniter(schedule, after).get_next(datetime)
+    return nxt
+
+
+def validate_schedule(schedule: str) -> None:
+    """Raise ValueError unless `schedule` is a standard 5-field cron expression."""
+    if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
+        raise ValueError(f"not a 5-field cron schedule: {schedule!r} (e.g. '0 3 * * *' for 03:00 UTC daily)")
+
+
+def run_once(
+    data_dir: Path, options: HubOptions, *, retention: Retention, filters: Sequence[str] = (), limit: int | None = None
+) -> SnapshotMeta | None:
+    """One scheduled run: ingest, then retention; the outcome goes to status.json. None on failure."""
+    started = datetime.now(UTC)
+    write_status(data_dir, state="running", run_started_at=started.isoformat())
+    try:
+        meta = ingest_hub(data_dir, limit=limit, filters=filters, options=options)
+    except Cancelled:
+        write_status(data_dir, state="stopped")
+        raise
+    except IngestError as exc:
+        log.error("snapshot failed: %s", exc)
+        write_status(data_dir, state="idle", last_failure={"at": datetime.now(UTC).isoformat(), "reason": str(exc)})
+        return None
+    removed = prune(data_dir, retention, options.endpoint.rstrip("/"))
+    log.info("published snapshot %s: %d models in %.1f s", meta.id, meta.models, meta.duration_s)
+    write_status(
+        data_dir,
+        state="idle",
+        last_success={
+            "at": meta.published_at.isoformat(),
+            "snapshot": meta.id,
+            "models": meta.models,
+            "duration_s": meta.duration_s,
+            "pruned": removed,
+        },
+    )
+    return meta
+
+
+def run_worker(
+    data_dir: Path,
+    schedule: str,
+    options: HubOptions,
+    *,
+    run_now: bool = False,
+    retention: Retention = Retention(),
+    filters: Sequence[str] = (),
+    limit: int | None = None,
+    poll: float = 1.0,
+) -> None:
+    """Run on the schedule until `options.stop` is set. A run is also started by a snapshot request."""
+    validate_schedule(schedule)
+    stop = options.stop
+    write_status(
+        data_dir,
+        worker={"pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(), "schedule": schedule},
+        state="idle",
+    )
+    due = run_now
+    while not stop.is_set():
+        if not due:
+            when = next_run(schedule, datetime.now(UTC))
+            write_status(data_dir, next_run=when.isoformat())
+            log.info("next run at %s (schedule %r)", when.isoformat(), schedule)
+            due = _sleep_until(when, data_dir, stop, poll)
+            if not due:
+                break
+        due = False
+        taken = take_requests(data_dir)
+        if taken:
+            log.info("run requested: %s", ", ".join(taken))
+        try:
+            run_once(data_dir, options, retention=retention, filters=filters, limit=limit)
+        except Cancelled:
+            break
+    write_status(data_dir, state="stopped", next_run=None)
+    log.info("worker stopped")
+
+
+def _sleep_until(when: datetime, data_dir: Path, stop: threading.Event, poll: float) -> bool:
+    """Wait for the scheduled time or a snapshot request (True), or a stop (False)."""
+    while not stop.is_set():
+        if pending_requests(data_dir):
+            return True
+        left = (when - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            return True
+        stop.wait(min(poll, left))
+    return False
