@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck pytest clean
+.PHONY: install demo test test-faults lint typecheck pytest clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not faults"
+
+test-faults: install ## the fault-injection suite (slow: about 2 minutes)
+	$(BIN)/pytest -q -m faults tests/faults
 
 test: lint typecheck pytest ## everything CI checks
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ingest.errors import IngestError
 from ingest.records import BadRecord, parse_record
-from ingest.writer import SnapshotWriter
+from ingest.writer import SnapshotWriter, storage_errors
 from queries.store import SnapshotMeta
 
 
@@ -118,7 +118,10 @@ def import_dump(
     max_bad_share: float,
 ) -> SnapshotMeta:
     """Import one dump file as a snapshot; fails, publishing nothing, if too many records are bad."""
-    with SnapshotWriter(data_dir, taken_at=taken_at, source=path.name, kind="import") as writer:
+    with (
+        storage_errors(str(path)),
+        SnapshotWriter(data_dir, taken_at=taken_at, source=path.name, kind="import") as writer,
+    ):
         for position, value in read_dump(path):
             if isinstance(value, Unreadable):
                 writer.add_bad(position, value.reason, value.excerpt)

@@ -30,7 +30,7 @@ from huggingface_hub.utils._http import default_client_factory
 
 from ingest.errors import IngestError
 from ingest.records import BadRecord, parse_record
-from ingest.writer import SnapshotWriter
+from ingest.writer import SnapshotWriter, storage_errors
 from queries.store import SnapshotMeta
 
 log = logging.getLogger(__name__)
@@ -194,15 +194,18 @@ def ingest_hub(
     params: dict[str, Any] = {"limit": limit, "filter": list(filters), "expand": EXPAND}
     pacer = _Pacer(opts.max_rate, opts.stop)
     started = time.monotonic()
-    with SnapshotWriter(
-        data_dir,
-        taken_at=datetime.now(UTC),
-        source=endpoint,
-        kind="ingest",
-        params=params,
-        resume_key=_resume_key(endpoint, filters, limit, opts.page_size),
-        resume_max_age=opts.resume_max_age,
-    ) as writer:
+    with (
+        storage_errors(endpoint),
+        SnapshotWriter(
+            data_dir,
+            taken_at=datetime.now(UTC),
+            source=endpoint,
+            kind="ingest",
+            params=params,
+            resume_key=_resume_key(endpoint, filters, limit, opts.page_size),
+            resume_max_age=opts.resume_max_age,
+        ) as writer,
+    ):
         if writer.resumed:
             log.info("resuming %s after %d pages (%d models)", endpoint, writer.pages, writer.rows_seen)
             url: str | None = writer.next_url

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -69,6 +70,16 @@ CREATE TABLE progress (
     id VARCHAR, taken_at TIMESTAMPTZ, next_url VARCHAR, pages BIGINT, rows_seen BIGINT, updated_at TIMESTAMPTZ
 )
 """
+
+
+@contextlib.contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Turn a failure to write the snapshot (disk full, I/O error) into a clear IngestError."""
+    try:
+        yield
+    except (duckdb.Error, OSError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise IngestError(f"{what}: writing the snapshot failed ({first_line}); nothing was published.") from exc
 
 
 class SnapshotWriter:
