@@ -31,8 +31,8 @@ from rich.table import Column, Table
 from hubcensus.config import Settings
 from ingest.dumps import import_dump
 from ingest.errors import IngestError
-from ingest.hub import Progress as Progress_
 from ingest.hub import ingest_hub
+from ingest.progress import Progress as Progress_
 from queries.store import SnapshotMeta, SnapshotStore
 
 app = typer.Typer(help="Reproducible numbers about the Hugging Face Hub.", no_args_is_help=True)
@@ -175,14 +175,14 @@ def _stop_on_signals() -> threading.Event:
 
 
 @contextlib.contextmanager
-def _progress(total: int | None) -> Iterator[Callable[[Progress_], None] | None]:
+def _progress(total: int | None, pages: bool = True) -> Iterator[Callable[[Progress_], None] | None]:
     """A progress bar on an interactive terminal (pages, models, rate, ETA when the total is known)."""
     if not err.is_terminal:
         yield None
         return
     columns = [
         SpinnerColumn(),
-        TextColumn("{task.fields[pages]} pages"),
+        TextColumn("{task.fields[pages]} pages" if pages else ""),
         BarColumn() if total else TextColumn(""),
         TextColumn("{task.completed:,} models"),
         TextColumn("{task.fields[rate]:,.0f} models/s"),
@@ -216,10 +216,13 @@ def import_(
     """Import a dump of Hub API model objects as a snapshot."""
     settings = _settings(data_dir=data_dir, max_bad_share=max_bad_share)
     when = (taken_at or datetime.now(UTC)).replace(tzinfo=(taken_at.tzinfo if taken_at else None) or UTC)
-    try:
-        meta = import_dump(path, settings.data_dir, taken_at=when, max_bad_share=settings.max_bad_share)
-    except IngestError as exc:
-        _fail(str(exc))
+    with _progress(None, pages=False) as on_progress:
+        try:
+            meta = import_dump(
+                path, settings.data_dir, taken_at=when, max_bad_share=settings.max_bad_share, on_progress=on_progress
+            )
+        except IngestError as exc:
+            _fail(str(exc))
     _report(meta)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ import ijson
 import pyarrow.parquet as pq
 
 from ingest.errors import IngestError
+from ingest.progress import Progress
 from ingest.records import BadRecord, parse_record
 from ingest.writer import SnapshotWriter, storage_errors
 from queries.store import SnapshotMeta
@@ -116,8 +118,10 @@ def import_dump(
     *,
     taken_at: datetime,
     max_bad_share: float,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> SnapshotMeta:
     """Import one dump file as a snapshot; fails, publishing nothing, if too many records are bad."""
+    started = time.monotonic()
     with (
         storage_errors(str(path)),
         SnapshotWriter(data_dir, taken_at=taken_at, source=path.name, kind="import") as writer,
@@ -130,6 +134,8 @@ def import_dump(
                 writer.add(parse_record(value))
             except BadRecord as exc:
                 writer.add_bad(position, str(exc), json.dumps(value, default=str)[:200])
+            if on_progress is not None and writer.rows_seen % 10_000 == 0:
+                on_progress(Progress(0, writer.rows_seen, None, time.monotonic() - started))
         bad = writer.bad
         total = writer.rows_seen + bad
         if writer.rows_seen == 0:

@@ -29,6 +29,7 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_ba
 from huggingface_hub.utils._http import default_client_factory
 
 from ingest.errors import IngestError
+from ingest.progress import Progress
 from ingest.records import BadRecord, parse_record
 from ingest.writer import SnapshotWriter, storage_errors
 from queries.store import SnapshotMeta
@@ -72,16 +73,6 @@ class HubOptions:
     retry_wait_max: float = 30.0
     resume_max_age: float = 6 * 3600.0  # seconds a failed run's cursor is trusted for resuming
     stop: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a run is: pages and models so far, the total when known, the request rate."""
-
-    pages: int
-    models: int
-    total: int | None
-    elapsed: float
 
 
 def configure_http(endpoint: str, timeout: float) -> None:

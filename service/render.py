@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import cachetools
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fastapi import Request
@@ -160,6 +161,21 @@ def dumps_json(obj: Any) -> bytes:
     return json.dumps(obj, default=_json_default, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _utc_timestamps(rows: pa.Table, as_text: bool) -> pa.Table:
+    """Timestamps as UTC in every format: zoned in Parquet, ISO 8601 with Z in CSV.
+
+    Snapshot timestamps are naive UTC by construction; saying so keeps Parquet and CSV readers from
+    guessing a local zone.
+    """
+    for i, col in enumerate(rows.schema):
+        if pa.types.is_timestamp(col.type):
+            values = rows.column(i).cast(pa.timestamp(col.type.unit, tz="UTC"))
+            if as_text:
+                values = pc.strftime(values, format="%Y-%m-%dT%H:%M:%SZ")
+            rows = rows.set_column(i, col.name, values)
+    return rows
+
+
 def render(answer: Answer, fmt: Format, next_cursor: str | None, next_url: str | None) -> bytes:
     """The body of an answer in a format; the columns are the same in every format."""
     rows = answer.rows
@@ -175,9 +191,9 @@ def render(answer: Answer, fmt: Format, next_cursor: str | None, next_url: str |
         return b"".join(dumps_json(r) + b"\n" for r in rows.to_pylist())
     buf = io.BytesIO()
     if fmt == "csv":
-        pacsv.write_csv(rows, buf)
+        pacsv.write_csv(_utc_timestamps(rows, as_text=True), buf)
     else:
-        pq.write_table(rows, buf, compression="zstd")
+        pq.write_table(_utc_timestamps(rows, as_text=False), buf, compression="zstd")
     return buf.getvalue()
 
 
@@ -204,7 +220,8 @@ def cache_key(
     `Link`), and so is whether the answer is immutable, because `Cache-Control` depends on it.
     """
     normalized = {k: v for k, v in sorted(params.items()) if v is not None}
-    material = dumps_json([request.url.path, query, snapshot_key, normalized, fmt, immutable])
+    # The host too: `next_url` is absolute, and one client's Host header must never reach another client.
+    material = dumps_json([request.url.netloc, request.url.path, query, snapshot_key, normalized, fmt, immutable])
     return hashlib.sha256(material).hexdigest()[:40]
 
 
@@ -216,11 +233,18 @@ def respond(
     page_request: PageRequest,
     compute: Callable[[Page], Answer],
     immutable: bool,
+    pin: dict[str, str] | None = None,
 ) -> Response:
-    """Serve a tabular answer with content negotiation, pagination, ETag/304 and the answer cache."""
+    """Serve a tabular answer with content negotiation, pagination, ETag/304 and the answer cache.
+
+    `pin` replaces parameters in `next_url` (the resolved snapshot id for `latest`), so that paging
+    stays on the snapshot it started on even if a newer one is published meanwhile.
+    """
     fmt = negotiate(request)
     page = Page(decode_cursor(page_request.cursor, snapshot_key), page_request.size)
     query = canonical_query(request)
+    if pin:
+        query = sorted([*(kv for kv in query if kv[0] not in pin), *pin.items()])
     key = cache_key(
         request, snapshot_key, {**params, "_offset": page.offset, "_size": page.size}, fmt, immutable, query
     )

@@ -50,6 +50,7 @@ def _dimension(
         page_request=page,
         compute=compute,
         immutable=names_snapshot(request),
+        pin={"snapshot": meta.id},
     )
 
 
@@ -132,6 +133,7 @@ def read_models(
         page_request=page,
         compute=compute,
         immutable=names_snapshot(request),
+        pin={"snapshot": meta.id},
     )
 
 

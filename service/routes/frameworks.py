@@ -67,6 +67,7 @@ def read_framework_share(
         page_request=page,
         compute=compute,
         immutable=names_snapshot(request),
+        pin={"snapshot": meta.id},
     )
 
 
@@ -106,6 +107,7 @@ def read_framework_trend(
         page_request=page,
         compute=compute,
         immutable=names_snapshot(request),
+        pin={"snapshot": meta.id},
     )
 
 
@@ -151,14 +153,14 @@ def read_framework_history(
         }
         return Answer(rows, envelope, more)
 
-    # A closed range over immutable snapshots never changes; an open end may gain a snapshot.
+    # Never immutable: an import with an older --taken-at can add a snapshot inside any range.
     return respond(
         request,
         snapshot_key=snapshot_key,
         params=query,
         page_request=page,
         compute=compute,
-        immutable=end is not None and end < datetime.now(end.tzinfo),
+        immutable=False,
     )
 
 
