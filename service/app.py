@@ -13,7 +13,7 @@ from service.errors import install_error_handlers
 from service.head import HeadAsGet
 from service.metrics import Metrics, MetricsMiddleware
 from service.render import AnswerCache
-from service.routes import catalog, frameworks, meta, operations, snapshots
+from service.routes import catalog, dashboard, frameworks, meta, operations, snapshots
 
 DESCRIPTION = """
 Reproducible numbers about the Hugging Face Hub, computed over immutable snapshots of its model
@@ -54,4 +54,5 @@ def create_app(
     app.include_router(frameworks.router)
     app.include_router(catalog.router)
     app.include_router(operations.router)
+    app.include_router(dashboard.router)
     return app

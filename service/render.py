@@ -30,16 +30,22 @@ from fastapi.responses import Response
 
 from queries.buckets import nest
 from queries.sql import QueryTimeout, time_limit
+from service.charts import ChartBuilder, to_png, to_svg
 from service.deps import query_defaults
 from service.errors import ApiError
 
-Format = Literal["json", "csv", "ndjson", "parquet"]
-FORMATS: tuple[Format, ...] = get_args(Format)
+Format = Literal["json", "csv", "ndjson", "parquet", "vl", "svg", "png"]
+ALL_FORMATS: tuple[Format, ...] = get_args(Format)
+FORMATS: tuple[Format, ...] = ("json", "csv", "ndjson", "parquet")  # every tabular route
+CHART_FORMATS: tuple[Format, ...] = ("vl", "svg", "png")  # routes with a chart
 MEDIA_TYPES: dict[Format, str] = {
     "json": "application/json",
     "csv": "text/csv; charset=utf-8",
     "ndjson": "application/x-ndjson",
     "parquet": "application/vnd.apache.parquet",
+    "vl": "application/vnd.vegalite.v5+json",
+    "svg": "image/svg+xml",
+    "png": "image/png",
 }
 _ACCEPT: dict[str, Format] = {
     "text/csv": "csv",
@@ -50,6 +56,10 @@ _ACCEPT: dict[str, Format] = {
     "application/x-parquet": "parquet",
     "application/parquet": "parquet",
     "application/json": "json",
+    "application/vnd.vegalite.v5+json": "vl",
+    "application/vnd.vegalite+json": "vl",
+    "image/svg+xml": "svg",
+    "image/png": "png",
 }
 
 DEFAULT_PAGE = 1_000
@@ -128,21 +138,22 @@ def decode_cursor(cursor: str | None, snapshot_key: str) -> int:
     return offset
 
 
-def negotiate(request: Request) -> Format:
-    """`_format` wins; else the first Accept type we serve; else JSON."""
+def negotiate(request: Request, charts: bool = False) -> Format:
+    """`_format` wins; else the first Accept type we serve; else JSON. Chart formats only where offered."""
+    offered = FORMATS + CHART_FORMATS if charts else FORMATS
     explicit = request.query_params.get("_format")
     if explicit is not None:
-        if explicit not in FORMATS:
+        if explicit not in offered:
             raise ApiError(
                 422,
                 "invalid_parameter",
-                f"_format: expected one of {', '.join(FORMATS)}; got {explicit!r}.",
+                f"_format: this route answers {', '.join(offered)}; got {explicit!r}.",
                 [{"parameter": "_format", "in": "query", "message": "unsupported format"}],
             )
         return explicit
     for part in request.headers.get("accept", "").split(","):
         media = part.split(";")[0].strip().lower()
-        if media in _ACCEPT:
+        if media in _ACCEPT and _ACCEPT[media] in offered:
             return _ACCEPT[media]
     return "json"
 
@@ -176,9 +187,17 @@ def _utc_timestamps(rows: pa.Table, as_text: bool) -> pa.Table:
     return rows
 
 
-def render(answer: Answer, fmt: Format, next_cursor: str | None, next_url: str | None) -> bytes:
-    """The body of an answer in a format; the columns are the same in every format."""
+def render(
+    answer: Answer, fmt: Format, next_cursor: str | None, next_url: str | None, chart: ChartBuilder | None = None
+) -> bytes:
+    """The body of an answer in a format; the columns are the same in every tabular format."""
     rows = answer.rows
+    if fmt in CHART_FORMATS:
+        assert chart is not None  # negotiate() offers chart formats only with a chart
+        spec = json.loads(dumps_json(chart(rows, answer.envelope)))
+        if fmt == "vl":
+            return dumps_json(spec)
+        return to_svg(spec).encode() if fmt == "svg" else to_png(spec)
     if fmt == "json":
         envelope = {
             **answer.envelope,
@@ -234,13 +253,14 @@ def respond(
     compute: Callable[[Page], Answer],
     immutable: bool,
     pin: dict[str, str] | None = None,
+    chart: ChartBuilder | None = None,
 ) -> Response:
     """Serve a tabular answer with content negotiation, pagination, ETag/304 and the answer cache.
 
     `pin` replaces parameters in `next_url` (the resolved snapshot id for `latest`), so that paging
     stays on the snapshot it started on even if a newer one is published meanwhile.
     """
-    fmt = negotiate(request)
+    fmt = negotiate(request, charts=chart is not None)
     page = Page(decode_cursor(page_request.cursor, snapshot_key), page_request.size)
     query = canonical_query(request)
     if pin:
@@ -279,7 +299,7 @@ def respond(
     headers = dict(base_headers)
     if next_url is not None:
         headers["Link"] = f'<{next_url}>; rel="next"'
-    body = render(answer, fmt, next_cursor, next_url)
+    body = render(answer, fmt, next_cursor, next_url, chart)
     cache.put(key, body, headers)
     return Response(body, headers=headers, media_type=MEDIA_TYPES[fmt])
 

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from queries.history import framework_history, resolve_range
 from queries.share import GroupBy, Interval, framework_share, framework_trend
 from queries.store import SnapshotMeta
+from service.charts import history_spec, share_spec, trend_spec
 from service.deps import CursorDep, SnapshotDep, StoreDep
 from service.errors import ApiError
 from service.params import AnalysisDep, FilterDep, PageDep, normalized
@@ -68,6 +69,7 @@ def read_framework_share(
         compute=compute,
         immutable=names_snapshot(request),
         pin={"snapshot": meta.id},
+        chart=share_spec,
     )
 
 
@@ -108,6 +110,7 @@ def read_framework_trend(
         compute=compute,
         immutable=names_snapshot(request),
         pin={"snapshot": meta.id},
+        chart=trend_spec,
     )
 
 
@@ -161,6 +164,7 @@ def read_framework_history(
         page_request=page,
         compute=compute,
         immutable=False,
+        chart=history_spec if by is None else None,
     )
 
 
