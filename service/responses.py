@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import Response
 
 from queries.store import SnapshotMeta
+from service.charts import ChartBuilder
 from service.errors import ERROR_RESPONSES
-from service.render import MEDIA_TYPES
+from service.render import MEDIA_TYPES, Answer, Page, PageRequest, respond
 
 
 def snapshot_ref(meta: SnapshotMeta) -> dict[str, Any]:
@@ -19,6 +22,28 @@ def snapshot_ref(meta: SnapshotMeta) -> dict[str, Any]:
 def names_snapshot(request: Request) -> bool:
     """Whether the request names a snapshot by id: its answer can then never change."""
     return request.query_params.get("snapshot", "latest") != "latest"
+
+
+def respond_for_snapshot(
+    request: Request,
+    snapshot_id: str,
+    *,
+    params: dict[str, Any],
+    page_request: PageRequest,
+    compute: Callable[[Page], Answer],
+    chart: ChartBuilder | None = None,
+) -> Response:
+    """`respond` for a route over one snapshot: immutable when named by id, paging pinned to it."""
+    return respond(
+        request,
+        snapshot_key=snapshot_id,
+        params=params,
+        page_request=page_request,
+        compute=compute,
+        immutable=names_snapshot(request),
+        pin={"snapshot": snapshot_id},
+        chart=chart,
+    )
 
 
 TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -14,8 +14,8 @@ from queries.store import SnapshotMeta
 from service.deps import CursorDep, SnapshotDep
 from service.errors import ERROR_RESPONSES, ApiError
 from service.params import AnalysisDep, BaseFilterDep, FilterDep, PageDep, normalized
-from service.render import Answer, Page, PageRequest, dumps_json, respond
-from service.responses import TABLE_RESPONSES, names_snapshot, snapshot_ref
+from service.render import Answer, Page, PageRequest, dumps_json
+from service.responses import TABLE_RESPONSES, respond_for_snapshot, snapshot_ref
 
 router = APIRouter(prefix="/v1", tags=["catalog"], responses=TABLE_RESPONSES)
 
@@ -43,15 +43,7 @@ def _dimension(
             more,
         )
 
-    return respond(
-        request,
-        snapshot_key=meta.id,
-        params=query,
-        page_request=page,
-        compute=compute,
-        immutable=names_snapshot(request),
-        pin={"snapshot": meta.id},
-    )
+    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute)
 
 
 @router.get("/tasks")
@@ -126,15 +118,7 @@ def read_models(
         }
         return Answer(rows.slice(0, p.size), envelope, rows.num_rows > p.size)
 
-    return respond(
-        request,
-        snapshot_key=meta.id,
-        params=query,
-        page_request=page,
-        compute=compute,
-        immutable=names_snapshot(request),
-        pin={"snapshot": meta.id},
-    )
+    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute)
 
 
 @router.get("/models/{model_id:path}", responses=ERROR_RESPONSES)

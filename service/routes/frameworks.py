@@ -16,7 +16,7 @@ from service.deps import CursorDep, SnapshotDep, StoreDep
 from service.errors import ApiError
 from service.params import AnalysisDep, FilterDep, PageDep, normalized
 from service.render import Answer, Page, paged, respond
-from service.responses import TABLE_RESPONSES, names_snapshot, snapshot_ref
+from service.responses import TABLE_RESPONSES, respond_for_snapshot, snapshot_ref
 
 router = APIRouter(prefix="/v1/frameworks", tags=["frameworks"], responses=TABLE_RESPONSES)
 
@@ -61,16 +61,7 @@ def read_framework_share(
         rows, more = paged(result.rows, p)
         return Answer(rows, _envelope(meta, query, by=by, total=result.total.model_dump()), more)
 
-    return respond(
-        request,
-        snapshot_key=meta.id,
-        params=query,
-        page_request=page,
-        compute=compute,
-        immutable=names_snapshot(request),
-        pin={"snapshot": meta.id},
-        chart=share_spec,
-    )
+    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute, chart=share_spec)
 
 
 @router.get("/trend")
@@ -102,16 +93,7 @@ def read_framework_trend(
         rows, more = paged(result.rows, p)
         return Answer(rows, _envelope(meta, query, interval=interval, total=result.total.model_dump()), more)
 
-    return respond(
-        request,
-        snapshot_key=meta.id,
-        params=query,
-        page_request=page,
-        compute=compute,
-        immutable=names_snapshot(request),
-        pin={"snapshot": meta.id},
-        chart=trend_spec,
-    )
+    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute, chart=trend_spec)
 
 
 @router.get("/history")
