@@ -397,6 +397,9 @@ def _serve(settings: Settings) -> None:
         cache_bytes=settings.cache_mb * 2**20,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
     )
+    # uvicorn re-raises the signal that stopped it after its graceful shutdown; with the default action that
+    # kills the process (-15, exit 143 under `docker stop`). A no-op handler lets SIGTERM exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
 

