@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from queries.frameworks import weight_files
+
 
 class Sibling(BaseModel):
     """A file in the model repository; only its name matters here."""
@@ -75,8 +77,7 @@ class HubModelRecord(BaseModel):
             "library_name": self.library_name,
             "private": self.private,
             "gated": self.gated,
-            "sha": self.sha,
-            "files": None if self.siblings is None else [s.rfilename for s in self.siblings],
+            "weight_files": weight_files(None if self.siblings is None else [s.rfilename for s in self.siblings]),
         }
 
 
@@ -101,8 +102,7 @@ ROW_SCHEMA = pa.schema(
         ("library_name", pa.string()),
         ("private", pa.bool_()),
         ("gated", pa.string()),
-        ("sha", pa.string()),
-        ("files", pa.list_(pa.string())),
+        ("weight_files", pa.list_(pa.string())),
     ]
 )
 

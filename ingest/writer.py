@@ -37,11 +37,13 @@ from queries.store import (
 BATCH_ROWS = 5_000
 
 # The raw columns as staged; `seq` keeps the input order so the last duplicate of an id wins.
+STAGING_NAME = "staging.duckdb"
+
 _STAGING_DDL = """
 CREATE TABLE staging (
     seq BIGINT, id VARCHAR, author VARCHAR, created_at TIMESTAMP, last_modified TIMESTAMP,
     downloads BIGINT, likes BIGINT, tags VARCHAR[], pipeline_tag VARCHAR, library_name VARCHAR,
-    private BOOLEAN, gated VARCHAR, sha VARCHAR, files VARCHAR[]
+    private BOOLEAN, gated VARCHAR, weight_files VARCHAR[]
 )
 """
 
@@ -55,9 +57,9 @@ def _models_sql() -> str:
     # here: a published snapshot never changes, so queries never have to re-derive them.
     masks = ",\n    ".join(f"{mask_sql(m)} AS fw_{m}" for m in METHODS)
     return f"""
-CREATE TABLE models AS
+CREATE TABLE out.models AS
 SELECT id, author, created_at, last_modified, downloads, likes, tags, pipeline_tag, library_name,
-    private, gated, sha, files,
+    private, gated, weight_files,
     {masks}
 FROM staging
 QUALIFY row_number() OVER (PARTITION BY id ORDER BY seq DESC) = 1
@@ -131,9 +133,9 @@ class SnapshotWriter:
                 raise IngestError(f"another run is already writing {self._tmp}; try again when it ends") from None
         if self._resumable and self._adopt():
             return self
-        for leftover in (self._tmp / DB_NAME, self._tmp / (DB_NAME + ".wal")):
+        for leftover in (self._tmp / STAGING_NAME, self._tmp / (STAGING_NAME + ".wal")):
             leftover.unlink(missing_ok=True)
-        self._con = duckdb.connect(str(self._tmp / DB_NAME))
+        self._con = duckdb.connect(str(self._tmp / STAGING_NAME))
         self._con.execute(_STAGING_DDL)
         self._con.execute(_BAD_DDL)
         self._con.execute(_PROGRESS_DDL)
@@ -142,7 +144,7 @@ class SnapshotWriter:
 
     def _adopt(self) -> bool:
         """Continue an earlier, unfinished run in the resume directory, if it is fresh enough."""
-        db = self._tmp / DB_NAME
+        db = self._tmp / STAGING_NAME
         if not db.exists():
             return False
         con = None
@@ -248,10 +250,14 @@ class SnapshotWriter:
         """Finish the tables, record the metadata and make the snapshot visible atomically."""
         self.flush()
         con = self.con
+        # The published file is written fresh from the staging file: DuckDB never shrinks a file after a
+        # DROP, so building in place would publish the staging rows' free blocks too (about half the size).
+        out_path = self._tmp / DB_NAME
+        out_path.unlink(missing_ok=True)
+        con.execute(f"ATTACH '{_sql_path(out_path)}' AS out")
         con.execute(_models_sql())
-        con.execute("DROP TABLE staging")
-        con.execute("DROP TABLE progress")
-        models = _scalar(con, "SELECT count(*) FROM models")
+        con.execute("CREATE TABLE out.bad_records AS SELECT * FROM bad_records ORDER BY position")
+        models = _scalar(con, "SELECT count(*) FROM out.models")
         meta = SnapshotMeta(
             id=self.id,
             taken_at=self.taken_at,
@@ -266,10 +272,12 @@ class SnapshotWriter:
             bad_reasons=self.bad_reasons(),
             params=self.params,
         )
-        con.execute("CREATE TABLE meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
-        con.execute("CHECKPOINT")
+        con.execute("CREATE TABLE out.meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
+        con.execute("DETACH out")
         con.close()
         self._con = None
+        for staging in (self._tmp / STAGING_NAME, self._tmp / (STAGING_NAME + ".wal")):
+            staging.unlink(missing_ok=True)
         (self._tmp / META_NAME).write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
         for name in (DB_NAME, META_NAME):
             # Read-only on disk too: a published snapshot is immutable, and tools should see that.
@@ -282,6 +290,11 @@ class SnapshotWriter:
         os.rename(self._tmp, snapshots_dir / self.id)
         fsync_path(snapshots_dir)
         return meta
+
+
+def _sql_path(path: Path) -> str:
+    # ATTACH takes no bound parameter; the path is ours, quoted all the same.
+    return str(path).replace("'", "''")
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:

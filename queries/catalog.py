@@ -106,14 +106,14 @@ def model_detail(con: duckdb.DuckDBPyConnection, model_id: str) -> dict[str, Any
     rows = run(
         con,
         """SELECT id, author, pipeline_tag, library_name, created_at, last_modified, downloads, likes,
-                  private, gated, sha, tags, files
+                  private, gated, tags, weight_files
            FROM models WHERE id = $id""",
         {"id": model_id},
     ).to_pylist()
     if not rows:
         return None
     row: dict[str, Any] = rows[0]
-    ev = evidence(row["tags"], row["files"], row["library_name"])
+    ev = evidence(row["tags"], row["weight_files"], row["library_name"])
     row["frameworks"] = {
         m: {
             "frameworks": sorted({e.framework for e in ev[m]}, key=FRAMEWORKS.index),

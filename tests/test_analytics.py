@@ -289,7 +289,7 @@ def test_query_time_limit_answers_504(tmp_path: Path) -> None:
     con.execute("""CREATE TABLE models AS SELECT 'org' || (i % 5000) || '/model-' || i AS id, 'org' AS author,
         NULL::TIMESTAMP AS created_at, NULL::TIMESTAMP AS last_modified, (i * 7919) % 100000 AS downloads,
         0::BIGINT AS likes, ['pytorch'] AS tags, 'fill-mask' AS pipeline_tag, 'transformers' AS library_name,
-        false AS private, 'false' AS gated, NULL AS sha, NULL::VARCHAR[] AS files,
+        false AS private, 'false' AS gated, NULL::VARCHAR[] AS weight_files,
         1::UTINYINT AS fw_tags, 1::UTINYINT AS fw_files, 1::UTINYINT AS fw_inferred FROM range(3000000) t(i)""")
     con.close()
     meta = {

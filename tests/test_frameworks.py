@@ -17,6 +17,7 @@ from queries.frameworks import (
     evidence,
     mask_of,
     shared_combinations,
+    weight_files,
 )
 from queries.store import SnapshotStore
 
@@ -111,6 +112,18 @@ def test_combination_helpers() -> None:
     assert shared_combinations(["pytorch", "tensorflow"]) == [PT | TF]
     assert len(shared_combinations(["pytorch", "tensorflow", "jax"])) == 4
     assert mask_of(["jax", "pytorch"]) == PT | JX
+
+
+def test_weight_file_filter_keeps_every_file_a_rule_can_match(crawl_2022: list[dict[str, Any]]) -> None:
+    """The snapshot keeps only weight-like file names; no file that a FILE_RULES pattern matches is lost."""
+    names = {s["rfilename"] for rec in crawl_2022 for s in rec.get("siblings") or []}
+    kept = set(weight_files(sorted(names)) or [])
+    assert 0 < len(kept) < len(names) / 4
+    for name in names - kept:
+        assert classify(None, [name], None)["files"] == 0, name
+    assert weight_files(None) is None and weight_files([]) == []
+    for name in ("model.safetensors", "model.onnx", "model.gguf", "model.keras", "pytorch_model.bin"):
+        assert weight_files([name]) == [name]
 
 
 def test_sql_and_python_classifiers_agree_on_the_real_crawl(

@@ -59,10 +59,12 @@ def test_2022_shape_derives_author_and_keeps_files(tmp_path: Path) -> None:
         29_432 - 68,  # 68 legacy ids without a namespace have no author
     )
     row = con.execute(
-        "SELECT author, files, library_name FROM models WHERE id = ?",
+        "SELECT author, weight_files, library_name FROM models WHERE id = ?",
         ["09panesara/distilbert-base-uncased-finetuned-cola"],
     ).fetchone()
-    assert row is not None and row[0] == "09panesara" and "pytorch_model.bin" in row[1]
+    # Only the files that can hold weights are kept: pytorch_model.bin and training_args.bin, not README.md.
+    assert row is not None and row[0] == "09panesara"
+    assert sorted(row[1]) == ["pytorch_model.bin", "training_args.bin"]
 
 
 def test_modelinfo_dump_with_snake_case_fields(tmp_path: Path) -> None:
@@ -70,8 +72,10 @@ def test_modelinfo_dump_with_snake_case_fields(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM models").fetchone() == (1_983,)
     assert con.execute("SELECT count(created_at), count(gated) FROM models").fetchone() == (1_982, 1_982)
     # Siblings written as "RepoSibling(rfilename='...')" strings still give the file names.
-    row = con.execute("SELECT count_if(list_contains(files, 'README.md')), count(files) FROM models").fetchone()
-    assert row is not None and row[0] > 1_500 and not any("RepoSibling" in f for f in _all_files(con))
+    row = con.execute(
+        "SELECT count_if(list_contains(weight_files, 'model.safetensors')), count(weight_files) FROM models"
+    ).fetchone()
+    assert row is not None and row[0] > 100 and not any("RepoSibling" in f for f in _all_files(con))
     assert con.execute("SELECT DISTINCT gated FROM models ORDER BY 1").fetchall() == [
         ("auto",),
         ("false",),
@@ -81,7 +85,7 @@ def test_modelinfo_dump_with_snake_case_fields(tmp_path: Path) -> None:
 
 
 def _all_files(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [r[0] for r in con.execute("SELECT unnest(files) FROM models").fetchall()]
+    return [r[0] for r in con.execute("SELECT unnest(weight_files) FROM models").fetchall()]
 
 
 def test_concatenated_arrays_in_one_file(tmp_path: Path) -> None:
@@ -119,7 +123,7 @@ def test_unknown_fields_ignored_and_missing_fields_null(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"id": "u/m", "brandNewField": {"x": 1}}))
     con = _import(path, tmp_path / "data")
-    assert con.execute("SELECT tags, downloads, files, fw_inferred FROM models").fetchone() == (
+    assert con.execute("SELECT tags, downloads, weight_files, fw_inferred FROM models").fetchone() == (
         None,
         None,
         None,

@@ -137,7 +137,7 @@ def test_failure_on_a_later_page_publishes_nothing(tmp_path: Path, crawl_2022: l
     assert SnapshotStore(tmp_path).snapshots() == []
     # The two committed pages wait, unpublished, for the next run to resume them.
     (resume,) = (tmp_path / "resume").iterdir()
-    assert (resume / "snapshot.duckdb").exists()
+    assert (resume / "staging.duckdb").exists()
 
 
 def test_a_failed_run_resumes_from_its_last_page(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:

@@ -113,7 +113,7 @@ def test_killed_ingest_leaves_nothing_visible(tmp_path: Path, crawl_2022: list[d
         assert not (data_dir / "snapshots").exists() or list((data_dir / "snapshots").iterdir()) == []
         # What the killed run committed waits, invisible, in resume/ (whole pages only).
         (leftover,) = (data_dir / "resume").iterdir()
-        assert (leftover / "snapshot.duckdb").exists()
+        assert (leftover / "staging.duckdb").exists()
         # The next run continues it and publishes the whole listing, then nothing is left behind.
         done = hubcensus("ingest", "--endpoint", hub.url, "--data-dir", str(data_dir))
     assert done.returncode == 0, done.stderr

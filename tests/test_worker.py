@@ -149,7 +149,7 @@ def test_sigterm_mid_run_publishes_nothing_and_keeps_whole_pages(
     assert proc.returncode == 0, output
     assert SnapshotStore(tmp_path).snapshots() == []
     (resume,) = (tmp_path / "resume").iterdir()  # the committed pages, for the next run
-    assert (resume / "snapshot.duckdb").exists()
+    assert (resume / "staging.duckdb").exists()
     assert read_status(tmp_path)["state"] == "stopped"
 
 
