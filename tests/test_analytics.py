@@ -18,7 +18,7 @@ from ingest.dumps import import_dump
 from queries.store import SnapshotStore
 from service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, bucket_of
-from tests.test_store import hubcensus
+from tests.helpers import hubcensus
 
 LIST_2024 = FIXTURES / "rimel_2024-12-15_list.json.gz"
 LIST_2025 = FIXTURES / "rimel_2025-01-14_list.json.gz"

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from tests.conftest import BUNDLED, FIXTURES
+from tests.helpers import free_port, hubcensus
 from tests.hubserver import HubServer
-from tests.test_store import free_port, hubcensus
 
 
 def test_import_then_list(tmp_path: Path) -> None:

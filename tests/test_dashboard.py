@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,12 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from ingest.dumps import import_dump
-from service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, ROOT
-from tests.test_store import free_port
+from tests.helpers import serving
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -43,15 +40,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("dash")
     for path, day in ((BUNDLED, "2022-02-21"), (FIXTURES / "rimel_2025-01-14_list.json.gz", "2025-01-14")):
         import_dump(path, data_dir, taken_at=datetime.fromisoformat(day).replace(tzinfo=UTC), max_bad_share=0)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(data_dir), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(5)
+    with serving(data_dir) as url:
+        yield url
 
 
 def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:

@@ -27,8 +27,8 @@ import pytest
 
 from hubcensus.config import Settings
 from tests.conftest import ROOT
+from tests.helpers import free_port
 from tests.hubserver import HubServer, RequestInfo, Response
-from tests.test_store import free_port
 
 BIN = Path(sys.executable).parent  # the venv's bin/, where `pip install` put the `hubcensus` command
 COMPOSE_FILE = ROOT / "docker-compose.yml"

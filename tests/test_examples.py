@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from ingest.dumps import import_dump
-from service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, ROOT, TAKEN_2022, bucket_of
-from tests.test_store import free_port
+from tests.helpers import serving
 
 NOTEBOOK = ROOT / "examples" / "notebook.py"
 LISTING_2024 = FIXTURES / "rimel_2024-12-15_list.json.gz"
@@ -38,17 +34,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     data_dir = tmp_path_factory.mktemp("examples-data")
     import_dump(BUNDLED, data_dir, taken_at=TAKEN_2022, max_bad_share=0.0)
     latest = import_dump(LISTING_2024, data_dir, taken_at=TAKEN_2024, max_bad_share=0.0)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(data_dir), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", data_dir, latest.id
-    server.should_exit = True
-    thread.join(5)
+    with serving(data_dir) as url:
+        yield url, data_dir, latest.id
 
 
 def run_notebook(url: str, data_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:

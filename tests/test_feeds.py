@@ -13,10 +13,8 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +26,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
 
 from ingest.dumps import import_dump
-from service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022
-from tests.test_store import free_port
+from tests.helpers import free_port, serving
 
 TAKEN_2024 = datetime(2024, 12, 15, tzinfo=UTC)
 TAKEN_2025 = datetime(2025, 1, 14, tzinfo=UTC)
@@ -93,25 +89,6 @@ class Census:
     def params(self, route: str, **more: str) -> dict[str, str]:
         """The route's required parameters plus `more`."""
         return {**ROUTES[route][1], **more}
-
-
-@contextmanager
-def serving(data_dir: Path, *, cache_bytes: int = 64 * 2**20) -> Iterator[str]:
-    """The real app under uvicorn on loopback, in a thread; yields its base URL."""
-    port = free_port()
-    app = create_app(data_dir, cache_bytes=cache_bytes)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(5)
 
 
 @pytest.fixture(scope="module")

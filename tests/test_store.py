@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,45 +14,21 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from ingest.records import parse_record
 from ingest.writer import SnapshotWriter
 from queries.store import SnapshotStore, clean_tmp
-from service.app import create_app
 from tests.conftest import FIXTURES, TAKEN_2022
+from tests.helpers import hubcensus, serving
 from tests.hubserver import HubServer, RequestInfo, Response
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture()
 def live_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The real app under uvicorn on loopback, in a thread, over an initially empty data dir."""
     data_dir = tmp_path / "data"
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(data_dir), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", data_dir
-    server.should_exit = True
-    thread.join(5)
-
-
-def hubcensus(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in its own process, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "hubcensus", *args], capture_output=True, text=True, timeout=120, check=False
-    )
+    with serving(data_dir) as url:
+        yield url, data_dir
 
 
 def test_new_snapshot_is_picked_up_by_a_running_api(live_api: tuple[str, Path]) -> None:

@@ -21,8 +21,8 @@ from queries.control import read_status
 from queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
 from service.app import create_app
 from tests.conftest import BUNDLED, TAKEN_2022
+from tests.helpers import free_port, hubcensus
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
-from tests.test_store import free_port, hubcensus
 
 
 def meta(taken_at: datetime, n: int = 0) -> SnapshotMeta:

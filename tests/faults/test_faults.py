@@ -26,8 +26,8 @@ from ingest.errors import IngestError
 from ingest.hub import HubOptions, ingest_hub
 from queries.store import SnapshotStore
 from tests.conftest import BUNDLED, FIXTURES
+from tests.helpers import free_port, hubcensus
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
-from tests.test_store import free_port, hubcensus
 
 Report = Callable[..., None]
 

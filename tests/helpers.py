@@ -1,0 +1,49 @@
+"""Helpers the tests share: a free port, the CLI in its own process, the app under uvicorn."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+
+from service.app import create_app
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def hubcensus(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in its own process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "hubcensus", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@contextmanager
+def serving(data_dir: Path, *, cache_bytes: int = 64 * 2**20) -> Iterator[str]:
+    """The real app under uvicorn on loopback, in a thread; yields its base URL."""
+    port = free_port()
+    app = create_app(data_dir, cache_bytes=cache_bytes)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(5)
