@@ -38,6 +38,9 @@ BATCH_ROWS = 5_000
 
 # The raw columns as staged; `seq` keeps the input order so the last duplicate of an id wins.
 STAGING_NAME = "staging.duckdb"
+# DuckDB's default buffer pool is 80 % of RAM: a writer would keep 1.5 GiB at 2 million models. Bounded,
+# it spills the final de-duplication and sort to a temp file in the work dir, and the worker stays small.
+WRITER_CONFIG = {"memory_limit": "384MB", "preserve_insertion_order": "true"}
 
 _STAGING_DDL = """
 CREATE TABLE staging (
@@ -135,7 +138,7 @@ class SnapshotWriter:
             return self
         for leftover in (self._tmp / STAGING_NAME, self._tmp / (STAGING_NAME + ".wal")):
             leftover.unlink(missing_ok=True)
-        self._con = duckdb.connect(str(self._tmp / STAGING_NAME))
+        self._con = duckdb.connect(str(self._tmp / STAGING_NAME), config=WRITER_CONFIG)
         self._con.execute(_STAGING_DDL)
         self._con.execute(_BAD_DDL)
         self._con.execute(_PROGRESS_DDL)
@@ -149,7 +152,7 @@ class SnapshotWriter:
             return False
         con = None
         try:
-            con = duckdb.connect(str(db))
+            con = duckdb.connect(str(db), config=WRITER_CONFIG)
             rows = con.execute(
                 "SELECT id, taken_at, next_url, pages, rows_seen, epoch(now() - updated_at) FROM progress"
             ).fetchall()
