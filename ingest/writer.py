@@ -40,7 +40,7 @@ BATCH_ROWS = 5_000
 STAGING_NAME = "staging.duckdb"
 # DuckDB's default buffer pool is 80 % of RAM: a writer would keep 1.5 GiB at 2 million models. Bounded,
 # it spills the final de-duplication and sort to a temp file in the work dir, and the worker stays small.
-WRITER_CONFIG = {"memory_limit": "384MB", "preserve_insertion_order": "true"}
+WRITER_CONFIG: dict[str, str | bool | int | float | list[str]] = {"memory_limit": "384MB"}
 
 _STAGING_DDL = """
 CREATE TABLE staging (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import duckdb
@@ -14,7 +14,7 @@ from queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore
 from service.errors import ApiError
 
 
-def get_store(request: Request) -> SnapshotStore:
+async def get_store(request: Request) -> SnapshotStore:
     """The process-wide store, created by the app factory."""
     store: SnapshotStore = request.app.state.store
     return store
@@ -35,7 +35,7 @@ def lookup_snapshot(store: SnapshotStore, snapshot: str) -> SnapshotMeta:
         raise ApiError(404, "snapshot_not_found", f"No snapshot with id {snapshot!r}.") from None
 
 
-def resolve_snapshot(
+async def resolve_snapshot(
     store: StoreDep,
     snapshot: Annotated[
         str, Query(description="A snapshot id, or `latest`.", examples=["latest"], max_length=100)
@@ -48,8 +48,12 @@ def resolve_snapshot(
 SnapshotDep = Annotated[SnapshotMeta, Depends(resolve_snapshot)]
 
 
-def snapshot_cursor(store: StoreDep, meta: SnapshotDep) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only cursor on the requested snapshot, closed after the request."""
+async def snapshot_cursor(store: StoreDep, meta: SnapshotDep) -> AsyncIterator[duckdb.DuckDBPyConnection]:
+    """A read-only cursor on the requested snapshot, closed after the request.
+
+    This and the other cheap dependencies are `async`: FastAPI runs a sync dependency in the thread pool,
+    and on a cached answer those hops, not the answer, were most of the cost.
+    """
     cursor = store.cursor(meta.id)
     try:
         yield cursor
@@ -69,7 +73,7 @@ def query_defaults(request: Request) -> dict[str, Any]:
     return {p.alias: p.field_info.default for dep in deps for p in dep.query_params}
 
 
-def reject_unknown_parameters(request: Request) -> None:
+async def reject_unknown_parameters(request: Request) -> None:
     """Answer 422 for a query parameter the route does not take: a typo must not pass silently."""
     if not isinstance(request.scope.get("route"), APIRoute):
         return

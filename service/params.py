@@ -36,7 +36,7 @@ class Analysis(BaseModel):
     weight: Weight
 
 
-def analysis(
+async def analysis(
     method: Annotated[
         Method, Query(description="`tags`, `files` or `inferred`: see docs/METHODOLOGY.md.")
     ] = "inferred",
@@ -59,7 +59,7 @@ def analysis(
     return Analysis(method=method, frameworks=parse_frameworks(frameworks), weight=weight)
 
 
-def base_filter(
+async def base_filter(
     pipeline_tag: Annotated[str | None, Query(description="Only models with this task.")] = None,
     library_name: Annotated[str | None, Query(description="Only models of this library.")] = None,
     author: Annotated[str | None, Query(description="Only models of this user or organisation.")] = None,
@@ -87,7 +87,7 @@ def base_filter(
 BaseFilterDep = Annotated[ModelFilter, Depends(base_filter)]
 
 
-def model_filter(
+async def model_filter(
     base: BaseFilterDep,
     top: Annotated[
         int | None, Query(ge=1, le=100_000, description="Only the N most popular models (after the other filters).")
@@ -98,7 +98,7 @@ def model_filter(
     return base.model_copy(update={"top": top, "order": order})
 
 
-def page_request(
+async def page_request(
     next_: Annotated[
         str | None, Query(alias="_next", description="The cursor from the previous page's `next`.")
     ] = None,
