@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -400,6 +401,9 @@ def _serve(settings: Settings) -> None:
     # uvicorn re-raises the signal that stopped it after its graceful shutdown; with the default action that
     # kills the process (-15, exit 143 under `docker stop`). A no-op handler lets SIGTERM exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    # The ~120k objects of start-up (modules, app, routes) never become garbage: freezing them keeps each
+    # full collection short, which was the whole p99 tail under load (97 -> 33 ms at c=32, 2M models).
+    gc.freeze()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
 

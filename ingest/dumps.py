@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from ingest.errors import IngestError
 from ingest.progress import Progress
 from ingest.records import BadRecord, parse_record
-from ingest.writer import SnapshotWriter, storage_errors
+from ingest.writer import SnapshotWriter, bulk_gc, storage_errors
 from queries.store import SnapshotMeta
 
 
@@ -123,6 +123,7 @@ def import_dump(
     """Import one dump file as a snapshot; fails, publishing nothing, if too many records are bad."""
     started = time.monotonic()
     with (
+        bulk_gc(),
         storage_errors(str(path)),
         SnapshotWriter(data_dir, taken_at=taken_at, source=path.name, kind="import") as writer,
     ):

@@ -31,7 +31,7 @@ from huggingface_hub.utils._http import default_client_factory
 from ingest.errors import IngestError
 from ingest.progress import Progress
 from ingest.records import BadRecord, parse_record
-from ingest.writer import SnapshotWriter, storage_errors
+from ingest.writer import SnapshotWriter, bulk_gc, storage_errors
 from queries.store import SnapshotMeta
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ def ingest_hub(
     pacer = _Pacer(opts.max_rate, opts.stop)
     started = time.monotonic()
     with (
+        bulk_gc(),
         storage_errors(endpoint),
         SnapshotWriter(
             data_dir,
