@@ -34,3 +34,11 @@ test: lint typecheck pytest ## everything CI checks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+.PHONY: bench bench-quick
+
+bench: install ## benchmarks at N=100,000 and 2,000,000 (about 30 min; generated Hubs cached in benchmarks/data/)
+	$(BIN)/python -m benchmarks.bench
+
+bench-quick: install ## CI-sized benchmark (N=20,000, under a minute); fails on a gross regression of a ratio
+	$(BIN)/python -m benchmarks.bench --quick
