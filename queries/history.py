@@ -12,7 +12,7 @@ import pyarrow as pa
 from queries.buckets import bucket_columns
 from queries.filters import METHOD_COLUMNS, ModelFilter, Weight, universe_of
 from queries.frameworks import FRAMEWORKS, METHODS, Framework, Method, combination_name
-from queries.share import GroupBy, framework_share
+from queries.share import GroupBy, framework_share, framework_total
 from queries.sql import run
 from queries.store import SnapshotMeta, SnapshotStore
 
@@ -37,16 +37,15 @@ def framework_history(
     for meta in sorted(snapshots, key=lambda m: (m.taken_at, m.id)):
         con = store.cursor(meta.id)
         try:
-            share = framework_share(
-                con, by=by or "pipeline_tag", method=method, frameworks=frameworks, weight=weight, flt=flt
-            )
+            if by is None:
+                # Totals only: one group-by on the framework mask, not a share per group (2.5x faster at 2M).
+                total = framework_total(con, method=method, frameworks=frameworks, weight=weight, flt=flt)
+                schema = pa.schema(bucket_columns(universe_of(frameworks)[0]))
+                rows = pa.Table.from_pylist([_flatten(total.model_dump())], schema=schema)
+            else:
+                rows = framework_share(con, by=by, method=method, frameworks=frameworks, weight=weight, flt=flt).rows
         finally:
             con.close()
-        if by is None:
-            schema = pa.schema(bucket_columns(share.frameworks))
-            rows = pa.Table.from_pylist([_flatten(share.total.model_dump())], schema=schema)
-        else:
-            rows = share.rows
         n = rows.num_rows
         rows = rows.add_column(0, "taken_at", pa.array([meta.taken_at] * n, pa.timestamp("us", tz="UTC")))
         tables.append(rows.add_column(0, "snapshot", pa.array([meta.id] * n, pa.string())))

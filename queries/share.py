@@ -89,6 +89,21 @@ def framework_share(
     return ShareResult(method, by, universe, weight, total_of(combos, universe), rows)
 
 
+def framework_total(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    method: Method = "inferred",
+    frameworks: Sequence[Framework] = FRAMEWORKS,
+    weight: Weight = "models",
+    flt: ModelFilter | None = None,
+) -> Bucket:
+    """The bucket over every model matching the filters: a share's `total`, without grouping by a column."""
+    universe, mask = universe_of(frameworks)
+    cte, params = selected_cte(flt or ModelFilter())
+    combos = run(con, _combo_sql("NULL", method, weight, cte), {**params, "mask": mask})
+    return total_of(combos, universe)
+
+
 def framework_trend(
     con: duckdb.DuckDBPyConnection,
     *,
