@@ -36,7 +36,6 @@ import gzip
 import json
 import math
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -45,6 +44,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks.child import peak_rss
 
 GENERATOR_VERSION = 1
 DEFAULT_SOURCE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hub-real"
@@ -72,18 +73,6 @@ class PoolRecord:
     last_modified: float | None  # epoch seconds
     middle: str  # "downloads":…,"likes":…,"tags":…,"pipeline_tag":…,"library_name":…,"private":…,"gated":…
     tail: str  # "siblings":…
-
-
-def _peak_rss() -> int:
-    # VmHWM rather than ru_maxrss, which Linux carries over exec from a forking parent.
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _dumps(value: Any) -> str:
@@ -262,7 +251,7 @@ def generate(opts: Options, source_dir: Path, out: Path, *, progress: bool = Tru
         "placeholder_created_at": placeholders,
         "bytes": out.stat().st_size,
         "seconds": round(seconds, 2),
-        "peak_rss_bytes": _peak_rss(),
+        "peak_rss_bytes": peak_rss(),
         "rss_measure": "VmHWM",
     }
     out.with_name(out.name + ".meta.json").write_text(json.dumps(info, indent=2) + "\n")

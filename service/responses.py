@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from queries.store import SnapshotMeta
 from service.charts import ChartBuilder
 from service.errors import ERROR_RESPONSES
+from service.params import Analysis
 from service.render import MEDIA_TYPES, Answer, Page, PageRequest, respond
 
 
@@ -22,6 +23,16 @@ def snapshot_ref(meta: SnapshotMeta) -> dict[str, Any]:
 def names_snapshot(request: Request) -> bool:
     """Whether the request names a snapshot by id: its answer can then never change."""
     return request.query_params.get("snapshot", "latest") != "latest"
+
+
+def analysis_envelope(analysis: Analysis, query: dict[str, Any]) -> dict[str, Any]:
+    """The envelope keys that state how an answer was computed: method, universe, weight, full query."""
+    return {
+        "method": analysis.method,
+        "frameworks": analysis.frameworks,
+        "weight": analysis.weight,
+        "query": query,
+    }
 
 
 def respond_for_snapshot(

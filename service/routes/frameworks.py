@@ -14,22 +14,15 @@ from queries.store import SnapshotMeta
 from service.charts import history_spec, share_spec, trend_spec
 from service.deps import CursorDep, SnapshotDep, StoreDep
 from service.errors import ApiError
-from service.params import AnalysisDep, FilterDep, PageDep, normalized
+from service.params import Analysis, AnalysisDep, FilterDep, PageDep, normalized
 from service.render import Answer, Page, paged, respond
-from service.responses import TABLE_RESPONSES, respond_for_snapshot, snapshot_ref
+from service.responses import TABLE_RESPONSES, analysis_envelope, respond_for_snapshot, snapshot_ref
 
 router = APIRouter(prefix="/v1/frameworks", tags=["frameworks"], responses=TABLE_RESPONSES)
 
 
-def _envelope(meta: SnapshotMeta, query: dict[str, Any], **more: Any) -> dict[str, Any]:
-    return {
-        "snapshot": snapshot_ref(meta),
-        "method": query["method"],
-        "frameworks": query["frameworks"],
-        "weight": query["weight"],
-        "query": query,
-        **more,
-    }
+def _envelope(meta: SnapshotMeta, analysis: Analysis, query: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"snapshot": snapshot_ref(meta), **analysis_envelope(analysis, query), **more}
 
 
 @router.get("/share")
@@ -59,7 +52,7 @@ def read_framework_share(
             flt=flt,
         )
         rows, more = paged(result.rows, p)
-        return Answer(rows, _envelope(meta, query, by=by, total=result.total.model_dump()), more)
+        return Answer(rows, _envelope(meta, analysis, query, by=by, total=result.total.model_dump()), more)
 
     return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute, chart=share_spec)
 
@@ -91,7 +84,7 @@ def read_framework_trend(
             flt=flt,
         )
         rows, more = paged(result.rows, p)
-        return Answer(rows, _envelope(meta, query, interval=interval, total=result.total.model_dump()), more)
+        return Answer(rows, _envelope(meta, analysis, query, interval=interval, total=result.total.model_dump()), more)
 
     return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute, chart=trend_spec)
 
@@ -130,11 +123,8 @@ def read_framework_history(
         rows, more = paged(table, p)
         envelope = {
             "snapshots": [snapshot_ref(m) for m in sorted(snapshots, key=lambda m: m.taken_at)],
-            "method": analysis.method,
-            "frameworks": analysis.frameworks,
-            "weight": analysis.weight,
+            **analysis_envelope(analysis, query),
             "by": by,
-            "query": query,
         }
         return Answer(rows, envelope, more)
 

@@ -15,7 +15,7 @@ from service.deps import StoreDep, lookup_snapshot
 from service.errors import ERROR_RESPONSES
 from service.params import AnalysisDep, PageDep, normalized
 from service.render import Answer, Page, paged, respond
-from service.responses import TABLE_RESPONSES, snapshot_ref
+from service.responses import TABLE_RESPONSES, analysis_envelope, snapshot_ref
 
 router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"], responses=ERROR_RESPONSES)
 
@@ -76,11 +76,8 @@ def read_snapshot_diff(
         envelope = {
             "a": snapshot_ref(meta_a),
             "b": snapshot_ref(meta_b),
-            "method": analysis.method,
-            "frameworks": analysis.frameworks,
-            "weight": analysis.weight,
+            **analysis_envelope(analysis, query),
             "by": by,
-            "query": query,
             **counts,
         }
         return Answer(rows, envelope, more)
