@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from queries.frameworks import weight_files
 
@@ -42,6 +42,15 @@ class HubModelRecord(BaseModel):
     gated: str | None = None
     sha: str | None = None
     siblings: list[Sibling] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, value: Any) -> Any:
+        # A JSON null says no more than a missing key: `"id": null` beside a `modelId` takes the
+        # modelId, as DuckDB's reader (ingest.jsonsql) does, where a null and a missing key are one.
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        return value
 
     @field_validator("siblings", mode="before")
     @classmethod

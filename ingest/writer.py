@@ -142,6 +142,8 @@ class SnapshotWriter:
         self._tmp = self.data_dir / "resume" / resume_key if resume_key else self.data_dir / "tmp" / self.id
         self._lock: filelock.FileLock | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._models_loaded = False
+        self.reader: Literal["duckdb", "python"] | None = None
 
     def __enter__(self) -> Self:
         clean_tmp(self.data_dir)
@@ -157,7 +159,7 @@ class SnapshotWriter:
             return self
         for leftover in (self._tmp / STAGING_NAME, self._tmp / (STAGING_NAME + ".wal")):
             leftover.unlink(missing_ok=True)
-        self._con = duckdb.connect(str(self._tmp / STAGING_NAME), config=WRITER_CONFIG)
+        self._con = _connect(self._tmp / STAGING_NAME)
         self._con.execute(_STAGING_DDL)
         self._con.execute(_BAD_DDL)
         self._con.execute(_PROGRESS_DDL)
@@ -171,7 +173,7 @@ class SnapshotWriter:
             return False
         con = None
         try:
-            con = duckdb.connect(str(db), config=WRITER_CONFIG)
+            con = _connect(db)
             rows = con.execute(
                 "SELECT id, taken_at, next_url, pages, rows_seen, epoch(now() - updated_at) FROM progress"
             ).fetchall()
@@ -258,6 +260,39 @@ class SnapshotWriter:
             self._batch.clear()
             raise
 
+    def load_models(self, sql: str, params: list[Any], check_sql: str) -> bool:
+        """Build the published models table with `sql` (a `CREATE TABLE out.models` statement), bypassing staging.
+
+        `check_sql` returns (rows, unreadable rows, repeated ids) of what was built. The table is kept, and
+        publish() uses it, only if it has rows, all readable and unique; otherwise it is dropped and False
+        returned, and the caller stages rows one by one as usual.
+        """
+        con = self.con
+        self._attach_out()
+        con.execute(sql, params)
+        rows, unreadable, repeated = con.execute(check_sql).fetchall()[0]
+        if rows > 0 and unreadable == 0 and repeated == 0:
+            self.rows_seen = int(rows)
+            self._models_loaded = True
+            return True
+        self.discard_models()
+        return False
+
+    def discard_models(self) -> None:
+        """Forget a models table load_models() started, so rows can be staged instead."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.execute("DETACH out")
+        for name in (DB_NAME, DB_NAME + ".wal"):
+            (self._tmp / name).unlink(missing_ok=True)
+        self._models_loaded = False
+
+    def _attach_out(self) -> None:
+        # The published file is written fresh from the staging file: DuckDB never shrinks a file after a
+        # DROP, so building in place would publish the staging rows' free blocks too (about half the size).
+        out_path = self._tmp / DB_NAME
+        out_path.unlink(missing_ok=True)
+        self.con.execute(f"ATTACH '{_sql_path(out_path)}' AS out")
+
     def flush(self) -> None:
         """Write the staged batch into DuckDB."""
         if not self._batch:
@@ -272,12 +307,9 @@ class SnapshotWriter:
         """Finish the tables, record the metadata and make the snapshot visible atomically."""
         self.flush()
         con = self.con
-        # The published file is written fresh from the staging file: DuckDB never shrinks a file after a
-        # DROP, so building in place would publish the staging rows' free blocks too (about half the size).
-        out_path = self._tmp / DB_NAME
-        out_path.unlink(missing_ok=True)
-        con.execute(f"ATTACH '{_sql_path(out_path)}' AS out")
-        con.execute(_models_sql())
+        if not self._models_loaded:
+            self._attach_out()
+            con.execute(_models_sql())
         con.execute("CREATE TABLE out.bad_records AS SELECT * FROM bad_records ORDER BY position")
         models = _scalar(con, "SELECT count(*) FROM out.models")
         meta = SnapshotMeta(
@@ -293,6 +325,7 @@ class SnapshotWriter:
             published_at=datetime.now(UTC),
             bad_reasons=self.bad_reasons(),
             params=self.params,
+            reader=self.reader,
         )
         con.execute("CREATE TABLE out.meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
         con.execute("DETACH out")
@@ -312,6 +345,13 @@ class SnapshotWriter:
         os.rename(self._tmp, snapshots_dir / self.id)
         fsync_path(snapshots_dir)
         return meta
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path), config=WRITER_CONFIG)
+    # Times are stored as naive UTC; the JSON reader's casts through TIMESTAMPTZ must not shift them.
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def _sql_path(path: Path) -> str:
