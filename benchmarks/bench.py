@@ -776,8 +776,10 @@ def rate_rows(results: list[dict[str, Any]]) -> list[Row]:
 BOUNDS: dict[str, tuple[str, float]] = {
     "share_vs_sql": ("<=", 40.0),  # share by task (inferred) p50 / plain SQL p50; measured ~4-8 at 20k
     "cached_vs_uncached": ("<=", 0.75),  # cached p50 / uncached p50 of the same share; measured ~0.25
-    "import_vs_read_json": (">=", 0.03),  # import rate / read_json rate; measured ~0.15
-    "ingest_vs_import": (">=", 0.25),  # ingest rate / import rate (HTTP costs little); measured ~0.8
+    # import rate / read_json rate; measured ~1.1 at 20k, 0.64 at 2M with DuckDB's reader; the record-by-record
+    # reader alone gives 0.1-0.3, so this trips if clean dumps stop taking the fast path.
+    "import_vs_read_json": (">=", 0.4),
+    "ingest_vs_read_json": (">=", 0.04),  # ingest rate / read_json rate; measured ~0.3 at 20k, 0.085 at 2M
     "http_share_vs_healthz": (">=", 0.15),  # cached share req/s / healthz req/s at c=32; measured ~0.4
     "rate_limited_vs_floor": ("<=", 1.5),  # rate-limited ingest / pages÷rate; measured ~0.8-1.0
     # Ingest peak-RSS increase over the imported libraries, at N / at N/5: 1 if memory is flat, 5 if it
@@ -795,7 +797,7 @@ def checks(size_results: dict[int, dict[str, Any]], rate: list[dict[str, Any]]) 
             "share_vs_sql": r["queries"]["share_task_inferred"]["ratio_to_sql"],
             "cached_vs_uncached": q["cached"]["p50_ms"] / q["uncached"]["p50_ms"],
             "import_vs_read_json": r["import"]["models_per_s"] / r["read_json"]["models_per_s"],
-            "ingest_vs_import": r["ingest"]["models_per_s"] / r["import"]["models_per_s"],
+            "ingest_vs_read_json": r["ingest"]["models_per_s"] / r["read_json"]["models_per_s"],
             "http_share_vs_healthz": r["http"]["cached_share"]["rps"] / r["http"]["healthz"]["rps"],
             "snapshot_vs_read_json": r["import"]["snapshot_bytes"] / r["read_json"]["db_bytes"],
         }
