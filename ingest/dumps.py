@@ -105,15 +105,24 @@ def _read_arrays(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
         raise IngestError(f"{path}: invalid JSON after record {position}: {exc}") from exc
 
 
-def _read_lines(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines with their 1-based line numbers: one record each in JSON Lines."""
     for lineno, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-            yield lineno, Unreadable(f"invalid JSON: {reason}", line[:200].decode("utf-8", "replace"))
+        if line.strip():
+            yield lineno, line
+
+
+def _decode(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        return Unreadable(f"invalid JSON: {reason}", line[:200].decode("utf-8", "replace"))
+
+
+def _read_lines(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    for lineno, line in _lines(stream):
+        yield lineno, _decode(line)
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
@@ -147,22 +156,15 @@ def import_dump(
         storage_errors(str(path)),
         SnapshotWriter(data_dir, taken_at=taken_at, source=path.name, kind="import") as writer,
     ):
-        if reader == "auto" and _load_with_duckdb(path, writer):
-            writer.reader = "duckdb"
-            if on_progress is not None:
-                on_progress(Progress(0, writer.rows_seen, writer.rows_seen, time.monotonic() - started))
-            return writer.publish()
-        writer.reader = "python"
-        for position, value in read_dump(path):
-            if isinstance(value, Unreadable):
-                writer.add_bad(position, value.reason, value.excerpt)
-                continue
-            try:
-                writer.add(parse_record(value))
-            except BadRecord as exc:
-                writer.add_bad(position, str(exc), json.dumps(value, default=str)[:200])
-            if on_progress is not None and writer.rows_seen % 10_000 == 0:
-                on_progress(Progress(0, writer.rows_seen, None, time.monotonic() - started))
+        writer.reader = _load_with_duckdb(path, writer) if reader == "auto" else None
+        if writer.reader is None:
+            writer.reader = "python"
+            for position, value in read_dump(path):
+                _stage(writer, position, value)
+                if on_progress is not None and writer.rows_seen % 10_000 == 0:
+                    on_progress(Progress(0, writer.rows_seen, None, time.monotonic() - started))
+        elif on_progress is not None:
+            on_progress(Progress(0, writer.rows_seen, writer.rows_seen, time.monotonic() - started))
         bad = writer.bad
         total = writer.rows_seen + bad
         if writer.rows_seen == 0:
@@ -176,16 +178,59 @@ def import_dump(
         return writer.publish()
 
 
-def _load_with_duckdb(path: Path, writer: SnapshotWriter) -> bool:
-    """Build the snapshot's models with DuckDB's JSON reader; False if the file needs the exact reader."""
-    if not path.is_file() or path.suffix == ".parquet":
-        return False  # Parquet is already columnar: the Python reader streams it in Arrow batches
-    fmt = _json_format(path)
-    sql = jsonsql.models_sql(fmt, "gzip" if _is_gzip(path) else "none")
+def _stage(writer: SnapshotWriter, position: int, value: Any, seq: int | None = None) -> None:
+    """Stage one decoded record through the exact validator, or record why it is bad."""
+    if isinstance(value, Unreadable):
+        writer.add_bad(position, value.reason, value.excerpt)
+        return
     try:
-        return writer.load_models(sql, [str(path)], jsonsql.CHECK_SQL)
+        writer.add(parse_record(value), seq=seq)
+    except BadRecord as exc:
+        writer.add_bad(position, str(exc), json.dumps(value, default=str)[:200])
+
+
+def _load_with_duckdb(path: Path, writer: SnapshotWriter) -> Literal["duckdb", "duckdb+python"] | None:
+    """Load the file with DuckDB's JSON reader, in one of two ways, or return None to leave it to Python.
+
+    "duckdb": every record was plain and every id unique, so DuckDB built the published table alone.
+    "duckdb+python": DuckDB staged its rows in file order (staged row k is record k, so the last of
+    repeated ids still wins) and the exact reader re-read only the records DuckDB could not claim.
+    """
+    if not path.is_file() or path.suffix == ".parquet":
+        return None  # Parquet is already columnar: the Python reader streams it in Arrow batches
+    fmt = _json_format(path)
+    select = jsonsql.rows_sql(fmt, "gzip" if _is_gzip(path) else "none")
+    try:
+        if writer.load_models(jsonsql.models_sql(select), [str(path)], jsonsql.CHECK_SQL):
+            return "duckdb"
+        staged = writer.stage_select(select, [str(path)])
     except (duckdb.InvalidInputException, duckdb.ConversionException):
         # Text DuckDB cannot take as one object per record (a syntax error, a list where a string
         # belongs, a repeated key, concatenated arrays): the exact reader says which record and why.
         writer.discard_models()
-        return False
+        return None
+    unclaimed = writer.unclaimed()
+    if unclaimed and not _reread(path, fmt, set(unclaimed), staged, writer):
+        writer.clear_staged()
+        return None
+    return "duckdb+python"
+
+
+def _reread(path: Path, fmt: jsonsql.JsonFormat, wanted: set[int], staged: int, writer: SnapshotWriter) -> bool:
+    """Stage records `wanted` (0-based record numbers) through the exact reader.
+
+    False if the file's records do not line up one for one with DuckDB's rows: then neither reader's
+    numbering can be trusted for the other, and the caller falls back to the exact reader throughout.
+    """
+    records = 0
+    with _open(path) as stream:
+        if fmt == "newline_delimited":
+            # Only the wanted lines are decoded: the others cost a line split, not a json.loads.
+            for records, (lineno, line) in enumerate(_lines(stream), start=1):
+                if records - 1 in wanted:
+                    _stage(writer, lineno, _decode(line), seq=records - 1)
+        else:
+            for records, (position, value) in enumerate(_read_arrays(path, stream), start=1):
+                if records - 1 in wanted:
+                    _stage(writer, position, value, seq=records - 1)
+    return records == staged

@@ -112,13 +112,13 @@ FROM (
 )"""
 
 
-def models_sql(fmt: JsonFormat, compression: Compression) -> str:
-    """SQL creating `out.models`, ordered by id like every snapshot, from `rows_sql`'s rows.
+def models_sql(select: str) -> str:
+    """SQL creating `out.models` from `rows_sql`'s rows, ordered by id like every snapshot.
 
     The caller checks the result for rows that were not plain (NULL id) and for repeated ids.
     """
     masks = ",\n    ".join(f"{mask_sql(m)} AS fw_{m}" for m in METHODS)
-    return f"CREATE TABLE out.models AS\nSELECT *,\n    {masks}\nFROM ({rows_sql(fmt, compression)})\nORDER BY id\n"
+    return f"CREATE TABLE out.models AS\nSELECT *,\n    {masks}\nFROM ({select})\nORDER BY id\n"
 
 
 CHECK_SQL = "SELECT count(*), count(*) - count(id), count(id) - count(DISTINCT id) FROM out.models"

@@ -58,7 +58,9 @@ _BAD_DDL = "CREATE TABLE bad_records (position BIGINT, reason VARCHAR, excerpt V
 
 def _models_sql() -> str:
     # One row per id (the last record read wins), with each method's framework bitmask computed once
-    # here: a published snapshot never changes, so queries never have to re-derive them.
+    # here: a published snapshot never changes, so queries never have to re-derive them. Rows staged
+    # by DuckDB's JSON reader have no seq: their row id is their record number (see stage_select), and
+    # a NULL id marks a record it left to the exact reader.
     masks = ",\n    ".join(f"{mask_sql(m)} AS fw_{m}" for m in METHODS)
     return f"""
 CREATE TABLE out.models AS
@@ -66,7 +68,8 @@ SELECT id, author, created_at, last_modified, downloads, likes, tags, pipeline_t
     private, gated, weight_files,
     {masks}
 FROM staging
-QUALIFY row_number() OVER (PARTITION BY id ORDER BY seq DESC) = 1
+WHERE id IS NOT NULL
+QUALIFY row_number() OVER (PARTITION BY id ORDER BY coalesce(seq, rowid) DESC) = 1
 ORDER BY id
 """
 
@@ -143,7 +146,7 @@ class SnapshotWriter:
         self._lock: filelock.FileLock | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._models_loaded = False
-        self.reader: Literal["duckdb", "python"] | None = None
+        self.reader: Literal["duckdb", "duckdb+python", "python"] | None = None
 
     def __enter__(self) -> Self:
         clean_tmp(self.data_dir)
@@ -223,9 +226,12 @@ class SnapshotWriter:
         ).fetchall()
         return {reason: int(n) for reason, n in rows}
 
-    def add(self, row: dict[str, Any]) -> None:
-        """Stage one validated row; flushed to DuckDB every BATCH_ROWS rows so memory stays flat."""
-        row["seq"] = self.rows_seen
+    def add(self, row: dict[str, Any], seq: int | None = None) -> None:
+        """Stage one validated row; flushed to DuckDB every BATCH_ROWS rows so memory stays flat.
+
+        `seq` orders repeated ids (the highest wins); by default, the order of the calls.
+        """
+        row["seq"] = self.rows_seen if seq is None else seq
         self.rows_seen += 1
         self._batch.append(row)
         if len(self._batch) >= BATCH_ROWS:
@@ -285,6 +291,30 @@ class SnapshotWriter:
         for name in (DB_NAME, DB_NAME + ".wal"):
             (self._tmp / name).unlink(missing_ok=True)
         self._models_loaded = False
+
+    def stage_select(self, sql: str, params: list[Any]) -> int:
+        """Stage the rows of `sql` (ROW_SCHEMA's columns, in input order, id NULL for a record it could
+        not read) and return how many. Staged row k (its row id) is input record k: DuckDB keeps the
+        insertion order, and the staging table must still be empty."""
+        if self.rows_seen or _scalar(self.con, "SELECT count(*) FROM staging"):
+            raise RuntimeError("stage_select needs an empty staging table")
+        cols = ", ".join(ROW_SCHEMA.names)
+        self.con.execute(f"INSERT INTO staging ({cols}) SELECT * FROM ({sql})", params)
+        staged = _scalar(self.con, "SELECT count(*) FROM staging")
+        self.rows_seen = staged - len(self.unclaimed())
+        return staged
+
+    def unclaimed(self) -> list[int]:
+        """Record numbers (0-based) of the rows stage_select could not read."""
+        rows = self.con.execute("SELECT rowid FROM staging WHERE id IS NULL ORDER BY 1").fetchall()
+        return [int(r[0]) for r in rows]
+
+    def clear_staged(self) -> None:
+        """Drop every staged row and bad record, to start the input over."""
+        self._batch.clear()
+        self.con.execute("DELETE FROM staging")
+        self.con.execute("DELETE FROM bad_records")
+        self.rows_seen = 0
 
     def _attach_out(self) -> None:
         # The published file is written fresh from the staging file: DuckDB never shrinks a file after a
@@ -351,6 +381,8 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path), config=WRITER_CONFIG)
     # Times are stored as naive UTC; the JSON reader's casts through TIMESTAMPTZ must not shift them.
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB's own progress bar would draw over the CLI's during a long statement (an import).
+    con.execute("SET enable_progress_bar = false")
     return con
 
 

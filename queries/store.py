@@ -56,8 +56,10 @@ class SnapshotMeta(BaseModel):
     schema_version: int = SCHEMA_VERSION
     bad_reasons: dict[str, int] = Field(default_factory=dict, description="Bad records by reason.")
     params: dict[str, Any] = Field(default_factory=dict, description="Filters or limits the run used.")
-    reader: Literal["duckdb", "python"] | None = Field(
-        None, description="How an import read its records: DuckDB's JSON reader, or record by record in Python."
+    reader: Literal["duckdb", "duckdb+python", "python"] | None = Field(
+        None,
+        description="How an import read its records: DuckDB's JSON reader alone, DuckDB with Python re-reading "
+        "the records it could not claim, or record by record in Python.",
     )
 
 
