@@ -37,7 +37,7 @@ clean:
 
 .PHONY: bench bench-quick
 
-bench: install ## benchmarks at N=100,000 and 2,000,000 (about 30 min; generated Hubs cached in benchmarks/data/)
+bench: install ## benchmarks at N=100,000 and 2,000,000 (about 8 min once the generated Hubs are cached in benchmarks/data/)
 	$(BIN)/python -m benchmarks.bench
 
 bench-quick: install ## CI-sized benchmark (N=20,000, under a minute); fails on a gross regression of a ratio
