@@ -58,6 +58,7 @@ _SETTING_NAMES = {
     "max_bad_share": "--max-bad-share / HUBCENSUS_MAX_BAD_SHARE",
     "query_timeout": "HUBCENSUS_QUERY_TIMEOUT",
     "cache_mb": "HUBCENSUS_CACHE_MB",
+    "query_memory_mb": "HUBCENSUS_QUERY_MEMORY_MB",
     "host": "--host / HUBCENSUS_HOST",
     "port": "--port / HUBCENSUS_PORT",
 }
@@ -396,6 +397,7 @@ def _serve(settings: Settings) -> None:
         settings.data_dir,
         query_timeout=settings.query_timeout,
         cache_bytes=settings.cache_mb * 2**20,
+        query_memory_bytes=settings.query_memory_mb * 2**20,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
     )
     # uvicorn re-raises the signal that stopped it after its graceful shutdown; with the default action that

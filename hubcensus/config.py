@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_bad_share: float = Field(0.05, ge=0, le=1, description="Import fails above this share of bad records.")
     query_timeout: float = Field(10.0, gt=0, description="Seconds a query may run before the API answers 504.")
     cache_mb: int = Field(64, ge=0, description="Memory for cached answers, in MiB (0 turns the cache off).")
+    query_memory_mb: int = Field(
+        1024, ge=64, description="Memory DuckDB may use for queries and cached data, all snapshots together, in MiB."
+    )
     admin_token: SecretStr | None = Field(None, description="Enables POST/DELETE /v1/snapshots; required as Bearer.")
     log_format: Literal["text", "json"] = Field("text", description="Log lines as text or JSON lines.")
     host: str = Field("127.0.0.1", description="Address the API listens on.")

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -69,16 +72,25 @@ def new_snapshot_id(taken_at: datetime) -> str:
 
 
 class SnapshotStore:
-    """Lists published snapshots and opens them read-only; thread-safe, shared by a whole process."""
+    """Lists published snapshots and opens them read-only; thread-safe, shared by a whole process.
 
-    def __init__(self, data_dir: Path) -> None:
+    Every snapshot is ATTACHed read-only to one in-memory DuckDB instance: one buffer pool and one
+    thread pool for the process, however many snapshots are queried (one instance per snapshot cost
+    about 100 MiB each at 2M models), and a diff joins two attached snapshots without opening files.
+    """
+
+    def __init__(self, data_dir: Path, *, memory_limit_bytes: int | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self._memory_limit = memory_limit_bytes
         self.snapshots_dir = self.data_dir / "snapshots"
         self.tmp_dir = self.data_dir / "tmp"
         self._lock = threading.Lock()
         self._listing_key: tuple[int, int] | None = None
         self._listing: list[SnapshotMeta] = []
-        self._connections: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._db: duckdb.DuckDBPyConnection | None = None
+        self._catalogs: dict[str, str] = {}  # snapshot id -> the quoted name it is attached under
+        self._retired: dict[str, float] = {}  # quoted name -> when its snapshot left the listing
+        self._idle: dict[str, list[duckdb.DuckDBPyConnection]] = {}  # quoted name -> cursors for reuse
 
     def snapshots(self) -> list[SnapshotMeta]:
         """Published snapshots, newest `taken_at` first.
@@ -95,11 +107,9 @@ class SnapshotStore:
             if key != self._listing_key:
                 self._listing = self._read_listing()
                 self._listing_key = key
-                # Forget connections to removed snapshots without closing them: a request may still be
-                # reading through a cursor; the connection closes when its last cursor is gone.
                 listed = {m.id for m in self._listing}
-                for gone in [sid for sid in self._connections if sid not in listed]:
-                    del self._connections[gone]
+                for gone in [sid for sid in self._catalogs if sid not in listed]:
+                    self._retired[self._catalogs.pop(gone)] = time.monotonic()
             return list(self._listing)
 
     def _read_listing(self) -> list[SnapshotMeta]:
@@ -127,24 +137,88 @@ class SnapshotStore:
         """The DuckDB file of a published snapshot."""
         return self.snapshots_dir / snapshot_id / DB_NAME
 
-    def cursor(self, snapshot_id: str) -> duckdb.DuckDBPyConnection:
-        """A new read-only cursor on a published snapshot; use one per thread, close when done."""
+    def catalog(self, snapshot_id: str) -> str:
+        """The quoted catalog name a published snapshot is attached under (attaching it if need be)."""
         with self._lock:
-            con = self._connections.get(snapshot_id)
-            if con is None:
-                path = self.path_of(snapshot_id)
-                if not path.exists():
-                    raise SnapshotNotFound(snapshot_id)
-                con = duckdb.connect(str(path), read_only=True)
-                self._connections[snapshot_id] = con
-            return con.cursor()
+            return self._attach(snapshot_id)
+
+    @contextlib.contextmanager
+    def cursor(self, snapshot_id: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only cursor whose default catalog is the snapshot, for one thread, within the block.
+
+        Cursors are kept for reuse per snapshot: pointing a new one at its catalog (`USE`) costs about
+        60 us, a tenth of a cached answer.
+        """
+        with self._lock:
+            name = self._attach(snapshot_id)
+            idle = self._idle.setdefault(name, [])
+            cursor = idle.pop() if idle else None
+        if cursor is None:
+            cursor = self._instance().cursor()
+            cursor.execute(f"USE {name}")
+        try:
+            yield cursor
+        except BaseException:
+            cursor.close()  # it may hold a half-read or interrupted result: never reuse it
+            raise
+        with self._lock:
+            if self._catalogs.get(snapshot_id) == name and len(idle) < MAX_IDLE_CURSORS:
+                idle.append(cursor)
+                return
+        cursor.close()
+
+    def _instance(self) -> duckdb.DuckDBPyConnection:
+        if self._db is None:
+            # One buffer pool for every attached snapshot, so this one limit bounds the whole process's
+            # query memory (cached blocks are evicted first; large joins spill to a temp file).
+            config: dict[str, str | bool | int | float | list[str]] = {}
+            if self._memory_limit is not None:
+                config["memory_limit"] = f"{self._memory_limit // 2**20}MiB"
+            self._db = duckdb.connect(":memory:", config=config)
+        return self._db
+
+    def _attach(self, snapshot_id: str) -> str:
+        # Called with the lock held.
+        self._detach_retired()
+        name = self._catalogs.get(snapshot_id)
+        if name is None:
+            path = self.path_of(snapshot_id)
+            if not path.exists():
+                raise SnapshotNotFound(snapshot_id)
+            # Identifiers cannot be bound: the name is derived from the id and quoted; the path likewise.
+            name = '"snap_' + re.sub(r"[^0-9A-Za-z_]", "_", snapshot_id) + "_" + secrets.token_hex(2) + '"'
+            quoted_path = str(path).replace("'", "''")
+            self._instance().execute(f"ATTACH '{quoted_path}' AS {name} (READ_ONLY)")
+            self._catalogs[snapshot_id] = name
+        return name
+
+    def _detach_retired(self) -> None:
+        # A removed snapshot stays attached for a grace period, so requests that already hold a cursor
+        # on it finish; then it is detached, which closes the file and lets the disk space go.
+        now = time.monotonic()
+        for name, since in list(self._retired.items()):
+            if now - since >= RETIRED_GRACE_S and self._db is not None:
+                for cursor in self._idle.pop(name, []):
+                    cursor.close()
+                with contextlib.suppress(duckdb.Error):
+                    self._db.execute(f"DETACH {name}")
+                del self._retired[name]
 
     def close(self) -> None:
-        """Close every cached connection."""
+        """Close the instance and every attached snapshot."""
         with self._lock:
-            for con in self._connections.values():
-                con.close()
-            self._connections.clear()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._catalogs.clear()
+            self._retired.clear()
+            self._idle.clear()
+
+
+# How long a snapshot removed from the listing stays attached: longer than any query may run.
+RETIRED_GRACE_S = 300.0
+# Idle cursors kept per snapshot: about the most requests served at once (the thread pool's 40).
+MAX_IDLE_CURSORS = 48
 
 
 def open_snapshot(data_dir: Path | str, snapshot_id: str = "latest") -> duckdb.DuckDBPyConnection:

@@ -27,11 +27,13 @@ def create_app(
     *,
     query_timeout: float = 10.0,
     cache_bytes: int = 64 * 2**20,
+    query_memory_bytes: int | None = None,
     admin_token: str | None = None,
 ) -> FastAPI:
     """Build the API over the snapshot store in `data_dir` (read-only; never waits on a writer).
 
     `query_timeout` bounds each query (504 past it); `cache_bytes` bounds the rendered-answer cache;
+    `query_memory_bytes` bounds DuckDB's memory over all snapshots (its default, 80 % of RAM, if None);
     `admin_token` enables the admin routes (off without it).
     """
     # FastAPIOffline serves the /docs and /redoc assets itself: no CDN, so the docs work offline.
@@ -41,7 +43,7 @@ def create_app(
         description=DESCRIPTION,
         dependencies=[Depends(reject_unknown_parameters)],
     )
-    app.state.store = SnapshotStore(data_dir)
+    app.state.store = SnapshotStore(data_dir, memory_limit_bytes=query_memory_bytes)
     app.state.query_timeout = query_timeout
     app.state.answer_cache = AnswerCache(cache_bytes)
     app.state.admin_token = admin_token

@@ -49,16 +49,13 @@ SnapshotDep = Annotated[SnapshotMeta, Depends(resolve_snapshot)]
 
 
 async def snapshot_cursor(store: StoreDep, meta: SnapshotDep) -> AsyncIterator[duckdb.DuckDBPyConnection]:
-    """A read-only cursor on the requested snapshot, closed after the request.
+    """A read-only cursor on the requested snapshot, handed back to the store after the request.
 
     This and the other cheap dependencies are `async`: FastAPI runs a sync dependency in the thread pool,
     and on a cached answer those hops, not the answer, were most of the cost.
     """
-    cursor = store.cursor(meta.id)
-    try:
+    with store.cursor(meta.id) as cursor:
         yield cursor
-    finally:
-        cursor.close()
 
 
 CursorDep = Annotated[duckdb.DuckDBPyConnection, Depends(snapshot_cursor)]

@@ -50,8 +50,8 @@ def test_limit_and_filter_are_passed_to_the_hub(tmp_path: Path, crawl_2022: list
         meta = ingest_hub(tmp_path, endpoint=hub.url, limit=1500, filters=["jax"], timeout=10)
         assert hub.requests[0].query["filter"] == ["jax"]
     assert meta.models == 1500 and meta.params["limit"] == 1500
-    con = SnapshotStore(tmp_path).cursor(meta.id)
-    assert con.execute("SELECT count_if(list_contains(tags, 'jax')) FROM models").fetchone() == (1500,)
+    with SnapshotStore(tmp_path).cursor(meta.id) as con:
+        assert con.execute("SELECT count_if(list_contains(tags, 'jax')) FROM models").fetchone() == (1500,)
 
 
 def test_token_goes_only_to_the_configured_endpoint(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
@@ -159,7 +159,8 @@ def test_a_failed_run_resumes_from_its_last_page(tmp_path: Path, crawl_2022: lis
     # Only the pages not committed before were fetched again, starting from the saved cursor.
     assert len(resumed) == 3 and all("cursor" in r.query for r in resumed)
     assert not list((tmp_path / "resume").iterdir())
-    ids = {r[0] for r in SnapshotStore(tmp_path).cursor(meta.id).execute("SELECT id FROM models").fetchall()}
+    with SnapshotStore(tmp_path).cursor(meta.id) as con:
+        ids = {r[0] for r in con.execute("SELECT id FROM models").fetchall()}
     assert ids == {r["modelId"] for r in crawl_2022[:6000]}
 
 
@@ -185,8 +186,8 @@ def test_records_with_missing_or_unknown_fields(tmp_path: Path) -> None:
     with HubServer(records) as hub:
         meta = ingest_hub(tmp_path, endpoint=hub.url, timeout=5)
     assert meta.models == 2
-    con = SnapshotStore(tmp_path).cursor(meta.id)
-    assert con.execute("SELECT id, author, tags, fw_tags FROM models ORDER BY id").fetchall() == [
-        ("org/extra", "org", ["pytorch"], 1),
-        ("org/minimal", "org", None, 0),
-    ]
+    with SnapshotStore(tmp_path).cursor(meta.id) as con:
+        assert con.execute("SELECT id, author, tags, fw_tags FROM models ORDER BY id").fetchall() == [
+            ("org/extra", "org", ["pytorch"], 1),
+            ("org/minimal", "org", None, 0),
+        ]

@@ -18,6 +18,7 @@ import pytest
 from ingest.records import parse_record
 from ingest.writer import SnapshotWriter
 from queries.store import SnapshotStore, clean_tmp
+from service.app import create_app
 from tests.conftest import FIXTURES, TAKEN_2022
 from tests.helpers import hubcensus, serving
 from tests.hubserver import HubServer, RequestInfo, Response
@@ -116,11 +117,11 @@ def test_published_snapshot_is_read_only_and_complete(demo_data_dir: Path) -> No
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "snapshot.duckdb"]
     for path in folder.iterdir():
         assert path.stat().st_mode & 0o222 == 0
-    con = store.cursor(meta.id)
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    assert tables == {"models", "bad_records", "meta"}
-    with pytest.raises(Exception, match="read-only"):
-        con.execute("DELETE FROM models")
+    with store.cursor(meta.id) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert tables == {"models", "bad_records", "meta"}
+        with pytest.raises(Exception, match="read-only"):
+            con.execute("DELETE FROM models")
     assert meta.taken_at == TAKEN_2022
 
 
@@ -128,3 +129,13 @@ def test_a_directory_without_meta_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "snapshots" / "garbage").mkdir(parents=True)
     (tmp_path / "snapshots" / "stray-file").write_text("x")
     assert SnapshotStore(tmp_path).snapshots() == []
+
+
+def test_one_memory_limit_bounds_every_snapshot_the_api_opens(demo_data_dir: Path) -> None:
+    app = create_app(demo_data_dir, query_memory_bytes=256 * 2**20)
+    store = app.state.store
+    meta = store.get()
+    with store.cursor(meta.id) as a, store.cursor(meta.id) as b:
+        # Two cursors, one DuckDB instance: one buffer pool under the configured limit.
+        assert a.execute("SELECT current_setting('memory_limit')").fetchall() == [("256.0 MiB",)]
+        assert b.execute("SELECT count(*) FROM duckdb_databases() WHERE NOT internal").fetchall() == [(2,)]

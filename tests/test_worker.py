@@ -189,13 +189,31 @@ def test_admin_actions_are_off_without_a_token_and_need_it(demo_data_dir: Path, 
         assert len(c.get("/v1/status").json()["pending_requests"]) == 1
 
 
-def test_a_removed_snapshot_stays_readable_by_whoever_has_it_open(tmp_path: Path) -> None:
+def _open_snapshot_files(snapshot_id: str) -> int:
+    # Linux: how many of this process's file descriptors point at that snapshot's file, wherever it was
+    # moved to and whether or not it is deleted.
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if snapshot_id in os.path.realpath(fd))
+
+
+def test_a_removed_snapshot_stays_readable_then_lets_its_file_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hubcensus("import", str(BUNDLED), "--data-dir", str(tmp_path), "--taken-at", "2022-02-21")
     store = SnapshotStore(tmp_path)
-    cursor = store.cursor(store.get().id)
-    remove_snapshot(tmp_path, store.get().id)
-    assert store.snapshots() == []
-    assert cursor.execute("SELECT count(*) FROM models").fetchall() == [(29_432,)]
+    first = store.get().id
+    with store.cursor(first) as cursor:
+        remove_snapshot(tmp_path, first)
+        assert store.snapshots() == []
+        # A request that already holds a cursor finishes, and so does one that starts its query later.
+        assert cursor.execute("SELECT count(*) FROM models").fetchall() == [(29_432,)]
+    assert _open_snapshot_files(first) == 1
+    # Past the grace period, the next cursor detaches it: its disk space is freed, not held by the API.
+    hubcensus("import", str(BUNDLED), "--data-dir", str(tmp_path), "--taken-at", "2022-02-22")
+    monkeypatch.setattr("queries.store.RETIRED_GRACE_S", 0.0)
+    with store.cursor(store.get().id) as cursor:
+        assert cursor.execute("SELECT count(*) FROM models").fetchall() == [(29_432,)]
+    assert _open_snapshot_files(first) == 0
 
 
 def test_metrics(client: TestClient) -> None:

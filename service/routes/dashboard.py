@@ -62,12 +62,9 @@ def read_dashboard(
         return HTMLResponse(cached[0].decode())
 
     params: dict[str, Any] = {"snapshot": meta.id, "method": method, "frameworks": ",".join(frameworks)}
-    cursor = store.cursor(meta.id)
-    try:
+    with store.cursor(meta.id) as cursor:
         share = framework_share(cursor, by=by, method=method, frameworks=frameworks)
         trend = framework_trend(cursor, interval="month", method=method, frameworks=frameworks)
-    finally:
-        cursor.close()
     envelope = {"snapshot": snapshot_ref(meta), "method": method, "frameworks": frameworks, "weight": "models"}
     share_svg = to_svg(share_spec(share.rows, {**envelope, "by": by}))
     known_periods = [p for p in trend.rows.column("period").to_pylist() if p != "unknown"]

@@ -59,19 +59,12 @@ def read_snapshot_diff(
         counts = diff_counts(store, meta_a.id, meta_b.id, analysis.frameworks)
         shares = []
         for meta in (meta_a, meta_b):
-            con = store.cursor(meta.id)
-            try:
+            with store.cursor(meta.id) as con:
                 shares.append(
                     framework_share(
-                        con,
-                        by=by,
-                        method=analysis.method,
-                        frameworks=analysis.frameworks,
-                        weight=analysis.weight,
+                        con, by=by, method=analysis.method, frameworks=analysis.frameworks, weight=analysis.weight
                     )
                 )
-            finally:
-                con.close()
         rows, more = paged(share_deltas(shares[0].rows, shares[1].rows), p)
         envelope = {
             "a": snapshot_ref(meta_a),

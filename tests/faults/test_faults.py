@@ -42,8 +42,8 @@ def assert_complete_or_nothing(data_dir: Path, expected_models: int | None = Non
     store = SnapshotStore(data_dir)
     ids = []
     for meta in store.snapshots():
-        con = store.cursor(meta.id)
-        assert con.execute("SELECT count(*) FROM models").fetchall() == [(meta.models,)]
+        with store.cursor(meta.id) as con:
+            assert con.execute("SELECT count(*) FROM models").fetchall() == [(meta.models,)]
         if expected_models is not None:
             assert meta.models == expected_models
         ids.append(meta.id)
