@@ -3,7 +3,7 @@
 Reads JSON arrays (several concatenated arrays in one file too), JSON Lines, hub-stats style
 Parquet, and gzip of the JSON forms, streaming: memory does not grow with the file.
 
-JSON is first read by DuckDB (`ingest.jsonsql`), which is several times faster; a file it cannot
+JSON is first read by DuckDB (`ingest.duckread`), which is several times faster; a file it cannot
 take whole (a bad record, a repeated id, a syntax error) is read again record by record here, which
 is exact about every bad record and its position.
 """
@@ -23,7 +23,7 @@ import duckdb
 import ijson
 import pyarrow.parquet as pq
 
-from ingest import jsonsql
+from ingest import duckread
 from ingest.errors import IngestError
 from ingest.progress import Progress
 from ingest.records import BadRecord, parse_record
@@ -61,7 +61,7 @@ def _is_gzip(path: Path) -> bool:
         return raw.read(2) == b"\x1f\x8b"
 
 
-def _json_format(path: Path) -> jsonsql.JsonFormat:
+def _json_format(path: Path) -> duckread.JsonFormat:
     """Which JSON form the file holds, from its first character; IngestError if neither."""
     with _open(path) as stream:
         try:
@@ -196,17 +196,34 @@ def _load_with_duckdb(path: Path, writer: SnapshotWriter) -> Literal["duckdb", "
     "duckdb+python": DuckDB staged its rows in file order (staged row k is record k, so the last of
     repeated ids still wins) and the exact reader re-read only the records DuckDB could not claim.
     """
-    if not path.is_file() or path.suffix == ".parquet":
-        return None  # Parquet is already columnar: the Python reader streams it in Arrow batches
-    fmt = _json_format(path)
-    select = jsonsql.rows_sql(fmt, "gzip" if _is_gzip(path) else "none")
+    if not path.is_file():
+        return None
+    fmt: duckread.JsonFormat | Literal["parquet"]
+    if path.suffix == ".parquet":
+        fmt = "parquet"
+        select = _parquet_select(path, writer)
+        if select is None:
+            return None
+    else:
+        fmt = _json_format(path)
+        select = duckread.rows_sql(fmt, "gzip" if _is_gzip(path) else "none")
+    # A Parquet row group is decoded whole, per thread: at 2M models two threads at once need more than
+    # the writer's memory limit (out of memory at 512 MB), one fits in it at about the same speed.
+    threads = 1 if fmt == "parquet" else None
     try:
-        if writer.load_models(jsonsql.models_sql(select), [str(path)], jsonsql.CHECK_SQL):
-            return "duckdb"
-        staged = writer.stage_select(select, [str(path)])
-    except (duckdb.InvalidInputException, duckdb.ConversionException):
+        with writer.threads(threads):
+            if writer.load_models(duckread.models_sql(select), [str(path)], duckread.CHECK_SQL):
+                return "duckdb"
+            staged = writer.stage_select(select, [str(path)])
+    except (
+        duckdb.InvalidInputException,
+        duckdb.ConversionException,
+        duckdb.BinderException,
+        duckdb.OutOfMemoryException,
+    ):
         # Text DuckDB cannot take as one object per record (a syntax error, a list where a string
         # belongs, a repeated key, concatenated arrays): the exact reader says which record and why.
+        # Out of memory (a record or row group larger than the writer's limit): it streams, record by record.
         writer.discard_models()
         return None
     unclaimed = writer.unclaimed()
@@ -216,7 +233,18 @@ def _load_with_duckdb(path: Path, writer: SnapshotWriter) -> Literal["duckdb", "
     return "duckdb+python"
 
 
-def _reread(path: Path, fmt: jsonsql.JsonFormat, wanted: set[int], staged: int, writer: SnapshotWriter) -> bool:
+def _parquet_select(path: Path, writer: SnapshotWriter) -> str | None:
+    """DuckDB's SQL for this Parquet file, or None if its column types need the exact reader."""
+    try:
+        described = writer.con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
+    except duckdb.Error:
+        return None  # not Parquet DuckDB can read: the exact reader says why
+    return duckread.parquet_rows_sql({str(row[0]): str(row[1]) for row in described})
+
+
+def _reread(
+    path: Path, fmt: duckread.JsonFormat | Literal["parquet"], wanted: set[int], staged: int, writer: SnapshotWriter
+) -> bool:
     """Stage records `wanted` (0-based record numbers) through the exact reader.
 
     False if the file's records do not line up one for one with DuckDB's rows: then neither reader's
@@ -230,7 +258,8 @@ def _reread(path: Path, fmt: jsonsql.JsonFormat, wanted: set[int], staged: int, 
                 if records - 1 in wanted:
                     _stage(writer, lineno, _decode(line), seq=records - 1)
         else:
-            for records, (position, value) in enumerate(_read_arrays(path, stream), start=1):
+            values = _read_parquet(path) if fmt == "parquet" else _read_arrays(path, stream)
+            for records, (position, value) in enumerate(values, start=1):
                 if records - 1 in wanted:
                     _stage(writer, position, value, seq=records - 1)
     return records == staged

@@ -47,7 +47,7 @@ class HubModelRecord(BaseModel):
     @classmethod
     def _null_is_absent(cls, value: Any) -> Any:
         # A JSON null says no more than a missing key: `"id": null` beside a `modelId` takes the
-        # modelId, as DuckDB's reader (ingest.jsonsql) does, where a null and a missing key are one.
+        # modelId, as DuckDB's reader (ingest.duckread) does, where a null and a missing key are one.
         if isinstance(value, dict):
             return {k: v for k, v in value.items() if v is not None}
         return value

@@ -292,6 +292,19 @@ class SnapshotWriter:
             (self._tmp / name).unlink(missing_ok=True)
         self._models_loaded = False
 
+    @contextlib.contextmanager
+    def threads(self, n: int | None) -> Iterator[None]:
+        """Within the block, DuckDB uses at most `n` threads on this writer's connection (None: all)."""
+        if n is None:
+            yield
+            return
+        self.con.execute(f"SET threads = {int(n)}")
+        try:
+            yield
+        finally:
+            if self._con is not None:
+                self._con.execute("RESET threads")
+
     def stage_select(self, sql: str, params: list[Any]) -> int:
         """Stage the rows of `sql` (ROW_SCHEMA's columns, in input order, id NULL for a record it could
         not read) and return how many. Staged row k (its row id) is input record k: DuckDB keeps the

@@ -1,4 +1,4 @@
-"""DuckDB's JSON reader (ingest.jsonsql) and the exact Python reader must give the same snapshot.
+"""DuckDB's JSON reader (ingest.duckread) and the exact Python reader must give the same snapshot.
 
 The fast reader only claims records whose every field has the plain Hub shape; these tests check
 that whatever it claims it converts exactly as `HubModelRecord` does, that it leaves everything
@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from ingest.duckread import rows_sql
 from ingest.dumps import import_dump
 from ingest.errors import IngestError
-from ingest.jsonsql import rows_sql
 from ingest.records import BadRecord, parse_record
 from queries.store import SnapshotMeta, SnapshotStore
-from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022
+from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022, read_jsonl_gz
 
 BASE: dict[str, Any] = {
     "id": "org/model",
@@ -232,3 +234,89 @@ def test_both_readers_fail_alike_past_the_bad_share(tmp_path: Path) -> None:
         messages.append(str(err.value))
         assert SnapshotStore(tmp_path / reader).snapshots() == []
     assert messages[0] == messages[1] and "2 of 3 records are bad" in messages[0]
+
+
+# Parquet (hub-stats style): typed columns, checked once per file, and NULLs per row.
+
+SIBLING_TYPE = pa.list_(pa.struct([("rfilename", pa.string()), ("size", pa.int64())]))
+
+
+def _typed_table(n: int = 30) -> pa.Table:
+    base = 1_700_000_000_000
+    return pa.table(
+        {
+            "id": [f"org/m{i}" for i in range(n)],
+            "author": [None if i % 3 else "org" for i in range(n)],
+            "createdAt": pa.array([base + i * 86_400_123 for i in range(n)], pa.timestamp("ms", tz="UTC")),
+            # Microseconds and no zone: the exact reader keeps milliseconds, as naive UTC.
+            "lastModified": pa.array([base * 1000 + i * 1_234_567 for i in range(n)], pa.timestamp("us")),
+            "downloads": pa.array([i * 7 for i in range(n)], pa.int32()),
+            "likes": pa.array([None if i % 4 == 0 else i for i in range(n)], pa.int64()),
+            "tags": [["pytorch", "tf"] if i % 2 else ["jax"] for i in range(n)],
+            "pipeline_tag": ["fill-mask"] * n,
+            "library_name": ["transformers" if i % 5 else "timm" for i in range(n)],
+            "private": [False] * n,
+            "gated": [None if i % 3 == 0 else bool(i % 2) for i in range(n)],
+            "siblings": pa.array(
+                [[{"rfilename": "pytorch_model.bin", "size": 3}, {"rfilename": "README.md", "size": None}]] * n,
+                SIBLING_TYPE,
+            ),
+            "unknown_column": [i for i in range(n)],
+        }
+    )
+
+
+def _parquet(tmp_path: Path, name: str, table: pa.Table) -> Path:
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def _with_row(table: pa.Table, **values: Any) -> pa.Table:
+    row = {name: [table.column(name)[0].as_py()] for name in table.column_names}
+    row.update({k: [v] for k, v in values.items()})
+    return pa.concat_tables([table, pa.table(row, schema=table.schema)])
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "reader"),
+    [
+        ("typed", lambda t: t, "duckdb"),
+        ("null-id", lambda t: _with_row(t, id=None), "duckdb+python"),
+        ("empty-id", lambda t: _with_row(t, id=""), "duckdb+python"),
+        ("repeated-id", lambda t: _with_row(t, id="org/m3", likes=99), "duckdb+python"),
+        ("null-tag", lambda t: _with_row(t, id="x/y", tags=["a", None]), "duckdb+python"),
+        (
+            "null-file-name",
+            lambda t: _with_row(t, id="x/y", siblings=[{"rfilename": None, "size": 1}]),
+            "duckdb+python",
+        ),
+        ("modelId-only", lambda t: t.rename_columns(["modelId", *t.column_names[1:]]), "duckdb"),
+        ("downloads-as-text", lambda t: t.set_column(4, "downloads", pa.array([str(i) for i in range(30)])), "python"),
+        (
+            "times-as-text",
+            lambda t: t.set_column(
+                2,
+                "createdAt",
+                pa.array(["2022-03-02T23:29:04.000Z", "2022-03-02T23:29:04+02:00", "2022-02-30T00:00:00Z"] * 10),
+            ),
+            "duckdb+python",
+        ),
+        ("two-spellings", lambda t: t.append_column("created_at", t.column("createdAt")), "python"),
+        ("no-siblings", lambda t: t.drop_columns(["siblings", "gated", "createdAt"]), "duckdb"),
+    ],
+)
+def test_both_readers_agree_on_parquet(name: str, change: Any, reader: str, tmp_path: Path) -> None:
+    path = _parquet(tmp_path, name, change(_typed_table()))
+    fast, _ = _both(path, tmp_path)
+    assert fast.reader == reader
+
+
+def test_the_2022_crawl_as_parquet_reads_alike(tmp_path: Path) -> None:
+    records = read_jsonl_gz(BUNDLED)
+    table = pa.Table.from_pylist(
+        [{k: r.get(k) for k in ("modelId", "tags", "pipeline_tag", "downloads", "likes", "library_name", "private")}
+         | {"siblings": r.get("siblings")} for r in records]
+    )  # fmt: skip
+    fast, _ = _both(_parquet(tmp_path, "crawl", table), tmp_path)
+    assert (fast.reader, fast.models) == ("duckdb", 29_432)
