@@ -82,7 +82,8 @@ def _fail(message: str) -> NoReturn:
 def _report(meta: SnapshotMeta) -> None:
     out.print(
         f"published snapshot [bold]{meta.id}[/]: {meta.models:,} models, {meta.bad_records:,} bad records, "
-        f"{meta.duplicates:,} duplicates, {meta.duration_s:.1f} s",
+        f"{meta.duplicates:,} duplicates, {meta.duration_s:.1f} s"
+        + (f", read by {meta.reader}" if meta.reader else ""),
         highlight=False,
     )
     for reason, n in meta.bad_reasons.items():

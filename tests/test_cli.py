@@ -28,6 +28,7 @@ def test_import_then_list(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "published snapshot 20250114T123000Z-" in done.stdout and "3,180 models" in done.stdout
+    assert "read by duckdb" in done.stdout
     listing = hubcensus("snapshots", "--data-dir", str(tmp_path))
     assert listing.returncode == 0
     assert "20250114T123000Z-" in listing.stdout and "rimel_2025-01-14_list.json.gz" in listing.stdout
