@@ -3,9 +3,9 @@
 Reads JSON arrays (several concatenated arrays in one file too), JSON Lines, hub-stats style
 Parquet, and gzip of the JSON forms, streaming: memory does not grow with the file.
 
-JSON is first read by DuckDB (`ingest.duckread`), which is several times faster; a file it cannot
-take whole (a bad record, a repeated id, a syntax error) is read again record by record here, which
-is exact about every bad record and its position.
+DuckDB reads the file first (`ingest.duckread`), several times faster; the records it cannot claim
+are re-read here, one by one, and a file it cannot parse at all is read here whole. This reader is
+exact about every bad record, its reason and its position (docs/ARCHITECTURE.md, "Importing dumps").
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def _stage(writer: SnapshotWriter, position: int, value: Any, seq: int | None = 
 
 
 def _load_with_duckdb(path: Path, writer: SnapshotWriter) -> Literal["duckdb", "duckdb+python"] | None:
-    """Load the file with DuckDB's JSON reader, in one of two ways, or return None to leave it to Python.
+    """Load the file with DuckDB's readers, in one of two ways, or return None to leave it to Python.
 
     "duckdb": every record was plain and every id unique, so DuckDB built the published table alone.
     "duckdb+python": DuckDB staged its rows in file order (staged row k is record k, so the last of
