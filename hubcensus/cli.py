@@ -187,15 +187,19 @@ def _progress(total: int | None, pages: bool = True) -> Iterator[Callable[[Progr
         SpinnerColumn(),
         TextColumn("{task.fields[pages]} pages" if pages else ""),
         BarColumn() if total else TextColumn(""),
-        TextColumn("{task.completed:,} models"),
-        TextColumn("{task.fields[rate]:,.0f} models/s"),
+        TextColumn("{task.fields[done]}"),
         TimeRemainingColumn() if total else TimeElapsedColumn(),
     ]
     with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("ingest", total=total, pages=0, rate=0.0)
+        task = bar.add_task("ingest", total=total, pages=0, done="")
 
         def update(p: Progress_) -> None:
-            bar.update(task, completed=p.models, pages=p.pages, rate=p.models / max(p.elapsed, 1e-9))
+            if p.percent is not None:
+                # A DuckDB load: no rows until it ends, only its own estimate of how far it is.
+                bar.update(task, done=f"{p.percent:.0f} % loaded by DuckDB")
+                return
+            rate = p.models / max(p.elapsed, 1e-9)
+            bar.update(task, completed=p.models, pages=p.pages, done=f"{p.models:,} models  {rate:,.0f} models/s")
 
         yield update
 

@@ -156,7 +156,13 @@ def import_dump(
         storage_errors(str(path)),
         SnapshotWriter(data_dir, taken_at=taken_at, source=path.name, kind="import") as writer,
     ):
-        writer.reader = _load_with_duckdb(path, writer) if reader == "auto" else None
+
+        def on_percent(percent: float) -> None:
+            if on_progress is not None:
+                on_progress(Progress(0, 0, None, time.monotonic() - started, percent=percent))
+
+        watch = on_percent if on_progress is not None else None
+        writer.reader = _load_with_duckdb(path, writer, watch) if reader == "auto" else None
         if writer.reader is None:
             writer.reader = "python"
             for position, value in read_dump(path):
@@ -189,7 +195,9 @@ def _stage(writer: SnapshotWriter, position: int, value: Any, seq: int | None = 
         writer.add_bad(position, str(exc), json.dumps(value, default=str)[:200])
 
 
-def _load_with_duckdb(path: Path, writer: SnapshotWriter) -> Literal["duckdb", "duckdb+python"] | None:
+def _load_with_duckdb(
+    path: Path, writer: SnapshotWriter, on_percent: Callable[[float], None] | None = None
+) -> Literal["duckdb", "duckdb+python"] | None:
     """Load the file with DuckDB's readers, in one of two ways, or return None to leave it to Python.
 
     "duckdb": every record was plain and every id unique, so DuckDB built the published table alone.
@@ -212,7 +220,7 @@ def _load_with_duckdb(path: Path, writer: SnapshotWriter) -> Literal["duckdb", "
     # 6.0 s on two threads at 768 MB), still six times the record-by-record reader.
     threads = 1 if fmt == "parquet" else None
     try:
-        with writer.threads(threads):
+        with writer.threads(threads), writer.watch(on_percent):
             if writer.load_models(duckread.models_sql(select), [str(path)], duckread.CHECK_SQL):
                 return "duckdb"
             staged = writer.stage_select(select, [str(path)])

@@ -13,3 +13,5 @@ class Progress:
     models: int
     total: int | None
     elapsed: float
+    # Percent of a DuckDB load done (its own estimate), when only that is known: it reports no rows until the end.
+    percent: float | None = None

@@ -11,8 +11,9 @@ import gc
 import json
 import os
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +37,7 @@ from queries.store import (
 )
 
 BATCH_ROWS = 5_000
+PROGRESS_EVERY_S = 0.25  # how often a long DuckDB statement's progress is read (SnapshotWriter.watch)
 
 # The raw columns as staged; `seq` keeps the input order so the last duplicate of an id wins.
 STAGING_NAME = "staging.duckdb"
@@ -293,6 +295,28 @@ class SnapshotWriter:
         self._models_loaded = False
 
     @contextlib.contextmanager
+    def watch(self, on_percent: Callable[[float], None] | None) -> Iterator[None]:
+        """Within the block, call `on_percent` with DuckDB's progress of the running statement, from a thread."""
+        if on_percent is None:
+            yield
+            return
+        con, stop = self.con, threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(PROGRESS_EVERY_S):
+                percent = con.query_progress()  # -1 until DuckDB has an estimate
+                if percent >= 0:
+                    on_percent(percent)
+
+        thread = threading.Thread(target=poll, name="load-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    @contextlib.contextmanager
     def threads(self, n: int | None) -> Iterator[None]:
         """Within the block, DuckDB uses at most `n` threads on this writer's connection (None: all)."""
         if n is None:
@@ -394,8 +418,10 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path), config=WRITER_CONFIG)
     # Times are stored as naive UTC; the JSON reader's casts through TIMESTAMPTZ must not shift them.
     con.execute("SET TimeZone = 'UTC'")
-    # DuckDB's own progress bar would draw over the CLI's during a long statement (an import).
-    con.execute("SET enable_progress_bar = false")
+    # Progress is tracked (SnapshotWriter.watch reads it) but never printed: DuckDB's own bar would draw
+    # over the CLI's during a long statement (an import).
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
     return con
 
 

@@ -21,6 +21,7 @@ import pytest
 from ingest.duckread import rows_sql
 from ingest.dumps import import_dump
 from ingest.errors import IngestError
+from ingest.progress import Progress
 from ingest.records import BadRecord, parse_record
 from queries.store import SnapshotMeta, SnapshotStore
 from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022, read_jsonl_gz
@@ -320,3 +321,20 @@ def test_the_2022_crawl_as_parquet_reads_alike(tmp_path: Path) -> None:
     )  # fmt: skip
     fast, _ = _both(_parquet(tmp_path, "crawl", table), tmp_path)
     assert (fast.reader, fast.models) == ("duckdb", 29_432)
+
+
+def test_a_duckdb_load_reports_how_far_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DuckDB gives no rows until a load ends, so progress is its own estimate, polled while it runs.
+    monkeypatch.setattr("ingest.writer.PROGRESS_EVERY_S", 0.01)
+    records = read_jsonl_gz(BUNDLED)
+    path = tmp_path / "big.jsonl"
+    with path.open("w") as f:
+        for copy in range(3):
+            for r in records:
+                f.write(json.dumps({**r, "modelId": f"{r['modelId']}-{copy}"}) + "\n")
+    seen: list[Progress] = []
+    meta = import_dump(path, tmp_path / "data", taken_at=TAKEN_2022, max_bad_share=0, on_progress=seen.append)
+    assert meta.reader == "duckdb" and meta.models == 3 * len(records)
+    percents = [p.percent for p in seen if p.percent is not None]
+    assert percents and all(0 <= p <= 100 for p in percents)
+    assert (seen[-1].models, seen[-1].total, seen[-1].percent) == (meta.models, meta.models, None)
