@@ -21,12 +21,14 @@ import gc
 import gzip
 import itertools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench import proc_memory
 from benchmarks.loadgen import percentile
 
 
@@ -172,11 +174,7 @@ def api_memory(data_dir: Path, limit: str | None) -> dict[str, Any]:
             t = time.perf_counter()
             client.get(f"/v1/frameworks/trend?snapshot={sid}&method=tags")
             timings.append(time.perf_counter() - t)
-    memory: dict[str, int] = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            memory[key] = int(value.split()[0]) * 1024
+    memory = proc_memory(os.getpid())
     return {
         "memory_limit": limit,
         "snapshots": len(ids),
@@ -188,7 +186,8 @@ def api_memory(data_dir: Path, limit: str | None) -> dict[str, Any]:
 
 def shared_instance(data_dir: Path, limit: str | None) -> dict[str, Any]:
     """Every snapshot ATTACHed read-only to ONE DuckDB instance (one buffer pool, one memory_limit), the
-    same three queries per snapshot as `api-memory`, versus one instance per snapshot file (as now)."""
+    same three queries per snapshot as `api-memory`, versus one instance per snapshot file (as before
+    `queries/store.py` adopted the shared instance)."""
     import duckdb
 
     from queries.store import SnapshotStore
@@ -219,11 +218,7 @@ def shared_instance(data_dir: Path, limit: str | None) -> dict[str, Any]:
         t = time.perf_counter()
         con.sql(queries[1].format(s=prefix)).to_arrow_table()
         warm.append((time.perf_counter() - t) * 1000)
-    memory: dict[str, int] = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            memory[key] = int(value.split()[0]) * 1024
+    memory = proc_memory(os.getpid())
     return {
         "mode": limit or "shared, no limit",
         "snapshots": len(metas),
