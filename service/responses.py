@@ -57,6 +57,27 @@ def respond_for_snapshot(
     )
 
 
+def respond_for_pair(
+    request: Request,
+    meta_a: SnapshotMeta,
+    meta_b: SnapshotMeta,
+    *,
+    params: dict[str, Any],
+    page_request: PageRequest,
+    compute: Callable[[Page], Answer],
+) -> Response:
+    """`respond` for a route over two snapshots (a diff): immutable when both path ids name a snapshot."""
+    named = "latest" not in (request.path_params.get("a"), request.path_params.get("b"))
+    return respond(
+        request,
+        snapshot_key=f"{meta_a.id}..{meta_b.id}",
+        params=params,
+        page_request=page_request,
+        compute=compute,
+        immutable=named,
+    )
+
+
 TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": (

@@ -14,8 +14,8 @@ from queries.store import SnapshotMeta
 from service.deps import StoreDep, lookup_snapshot
 from service.errors import ERROR_RESPONSES
 from service.params import AnalysisDep, PageDep, normalized
-from service.render import Answer, Page, paged, respond
-from service.responses import TABLE_RESPONSES, analysis_envelope, snapshot_ref
+from service.render import Answer, Page, paged
+from service.responses import TABLE_RESPONSES, analysis_envelope, respond_for_pair, snapshot_ref
 
 router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"], responses=ERROR_RESPONSES)
 
@@ -75,14 +75,7 @@ def read_snapshot_diff(
         }
         return Answer(rows, envelope, more)
 
-    return respond(
-        request,
-        snapshot_key=f"{meta_a.id}..{meta_b.id}",
-        params=query,
-        page_request=page,
-        compute=compute,
-        immutable="latest" not in (a, b),
-    )
+    return respond_for_pair(request, meta_a, meta_b, params=query, page_request=page, compute=compute)
 
 
 @router.get("/{a}/diff/{b}/models", responses=TABLE_RESPONSES)
@@ -120,11 +113,4 @@ def read_snapshot_diff_models(
         }
         return Answer(rows.slice(0, p.size), envelope, rows.num_rows > p.size)
 
-    return respond(
-        request,
-        snapshot_key=f"{meta_a.id}..{meta_b.id}",
-        params=query,
-        page_request=page,
-        compute=compute,
-        immutable="latest" not in (a, b),
-    )
+    return respond_for_pair(request, meta_a, meta_b, params=query, page_request=page, compute=compute)
