@@ -32,9 +32,9 @@ _SCALARS = (
 # elements stay JSON text, so a number among the tags is seen rather than silently made text.
 _COLUMNS = "{" + ", ".join(f"{k}: 'JSON'" for k in _SCALARS) + ", tags: 'JSON[]', siblings: 'STRUCT(rfilename JSON)[]'}"
 
-# A JSON string holding a time pydantic and DuckDB read alike: ISO 8601, at most millisecond
-# precision (snapshots store milliseconds), UTC, an offset, or none (both then take it as UTC).
-_ISO_TIME = r'^"[12]\d{3}-\d\d-\d\dT([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,3})?(Z|[+-]\d\d:\d\d)?"$'
+# A time as text that pydantic and DuckDB read alike: ISO 8601, at most millisecond precision
+# (snapshots store milliseconds), UTC, an offset, or none (both then take it as UTC).
+_ISO_TIME = r"^[12]\d{3}-\d\d-\d\dT([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,3})?(Z|[+-]\d\d:\d\d)?$"
 _INTEGER = r"^-?\d{1,18}$"  # fits BIGINT whatever the digits
 
 
@@ -46,11 +46,10 @@ def _is_integer(col: str) -> str:
     return f"({col} IS NULL OR regexp_matches({col}, '{_INTEGER}'))"
 
 
-def _time(col: str) -> str:
+def _text_time(text: str) -> str:
+    """The naive UTC timestamp of ISO text `text`, or NULL if it is not one pydantic reads alike."""
     # TRY_CAST: a well-formed but impossible date (Feb 30) becomes NULL here and marks the row.
-    return (
-        f"TRY_CAST(CAST(CASE WHEN regexp_matches({col}, '{_ISO_TIME}') THEN {col} END AS VARCHAR)[2:-2] AS TIMESTAMPTZ)"
-    )
+    return f"TRY_CAST(CASE WHEN regexp_matches({text}, '{_ISO_TIME}') THEN {text} END AS TIMESTAMPTZ)::TIMESTAMP"
 
 
 # True when every known field of the record has the plain shape; JSON null counts as absent, as in
@@ -90,8 +89,8 @@ SELECT
     {_when_plain("mid->>'$'")} AS id,
     {_when_plain("coalesce(author->>'$', CASE WHEN contains(mid->>'$', '/') THEN split_part(mid->>'$', '/', 1) END)")}
         AS author,
-    {_when_plain("c_at::TIMESTAMP")} AS created_at,
-    {_when_plain("m_at::TIMESTAMP")} AS last_modified,
+    {_when_plain("c_at")} AS created_at,
+    {_when_plain("m_at")} AS last_modified,
     {_when_plain("downloads::BIGINT")} AS downloads,
     {_when_plain("likes::BIGINT")} AS likes,
     {_when_plain("list_transform(tags, lambda t: t->>'$')")} AS tags,
@@ -106,8 +105,9 @@ FROM (
     FROM (
         SELECT *,
             coalesce(id, modelId) AS mid,
-            coalesce(createdAt, created_at) AS c_raw, {_time("coalesce(createdAt, created_at)")} AS c_at,
-            coalesce(lastModified, last_modified) AS m_raw, {_time("coalesce(lastModified, last_modified)")} AS m_at
+            coalesce(createdAt, created_at) AS c_raw, {_text_time("(coalesce(createdAt, created_at)->>'$')")} AS c_at,
+            coalesce(lastModified, last_modified) AS m_raw,
+            {_text_time("(coalesce(lastModified, last_modified)->>'$')")} AS m_at
         FROM read_json(?, format = '{fmt}', records = true, compression = '{compression}', columns = {_COLUMNS})
     )
 )"""
@@ -144,7 +144,6 @@ PARQUET_TYPES: dict[str, set[str]] = {
     "tags": {"VARCHAR[]"},
 }
 _SIBLINGS_TYPE = re.compile(r"^STRUCT\((.*, )?rfilename VARCHAR[,)].*\[\]$")
-_PARQUET_ISO_TIME = _ISO_TIME.replace('^"', "^").replace('"$', "$")
 _PARQUET_PLAIN = """(
     mid IS NOT NULL AND mid <> ''
     AND (c_raw IS NULL OR c_at IS NOT NULL) AND (m_raw IS NULL OR m_at IS NOT NULL)
@@ -157,9 +156,7 @@ def _parquet_time(col: str, sql_type: str | None) -> str:
     if sql_type is None:
         return "NULL::TIMESTAMP"
     if sql_type == "VARCHAR":
-        return (
-            f"TRY_CAST(CASE WHEN regexp_matches({col}, '{_PARQUET_ISO_TIME}') THEN {col} END AS TIMESTAMPTZ)::TIMESTAMP"
-        )
+        return _text_time(col)
     # The Python reader stores milliseconds, dropping the rest (pyarrow's cast to timestamp[ms]).
     return f"date_trunc('millisecond', {col}::TIMESTAMP)"
 
