@@ -40,12 +40,12 @@ class Unreadable:
 
 
 def _open(path: Path) -> IO[bytes]:
-    raw = path.open("rb")
-    if raw.read(2) == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        raw.seek(0)
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
-    raw.seek(0)
-    return raw
+    return cast(IO[bytes], gzip.open(path, "rb")) if _is_gzip(path) else path.open("rb")
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as raw:
+        return raw.read(2) == b"\x1f\x8b"  # gzip magic, whatever the file is called
 
 
 def _first_char(stream: IO[bytes]) -> bytes:
@@ -54,11 +54,6 @@ def _first_char(stream: IO[bytes]) -> bytes:
         ch = stream.read(1)
         if not ch or not ch.isspace():
             return ch
-
-
-def _is_gzip(path: Path) -> bool:
-    with path.open("rb") as raw:
-        return raw.read(2) == b"\x1f\x8b"
 
 
 def _json_format(path: Path) -> duckread.JsonFormat:

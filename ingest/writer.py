@@ -337,9 +337,9 @@ class SnapshotWriter:
             raise RuntimeError("stage_select needs an empty staging table")
         cols = ", ".join(ROW_SCHEMA.names)
         self.con.execute(f"INSERT INTO staging ({cols}) SELECT * FROM ({sql})", params)
-        staged = _scalar(self.con, "SELECT count(*) FROM staging")
-        self.rows_seen = staged - len(self.unclaimed())
-        return staged
+        staged, claimed = self.con.execute("SELECT count(*), count(id) FROM staging").fetchall()[0]
+        self.rows_seen = int(claimed)
+        return int(staged)
 
     def unclaimed(self) -> list[int]:
         """Record numbers (0-based) of the rows stage_select could not read."""
