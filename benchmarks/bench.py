@@ -327,14 +327,14 @@ def build_store(snapshot_dir: Path, store: Path, older: int) -> list[str]:
     import duckdb
 
     from queries.frameworks import CLASSIFIER_VERSION, mask_sql
-    from queries.store import DB_NAME, META_NAME, SnapshotMeta, new_snapshot_id
+    from queries.store import DB_NAME, META_NAME, SnapshotMeta, new_snapshot_id, sql_path
 
     shutil.rmtree(store, ignore_errors=True)
     (store / "snapshots").mkdir(parents=True)
     latest_dir = store / "snapshots" / snapshot_dir.name
     snapshot_dir.rename(latest_dir)
     latest = SnapshotMeta.model_validate_json((latest_dir / META_NAME).read_text())
-    source = str(latest_dir / DB_NAME).replace("'", "''")
+    source = sql_path(latest_dir / DB_NAME)
     ids = [latest.id]
     for i in range(1, older + 1):
         started = time.perf_counter()
@@ -343,7 +343,7 @@ def build_store(snapshot_dir: Path, store: Path, older: int) -> list[str]:
         build = store / f"build-{sid}"
         build.mkdir()
         con = duckdb.connect(str(build / DB_NAME))
-        con.execute(f"ATTACH '{source}' AS s (READ_ONLY)")
+        con.execute(f"ATTACH {source} AS s (READ_ONLY)")
         edited = f"hash(id || 'v{i}') % 100 = 0"
         # Schema-agnostic (* REPLACE): the snapshot layout is the product's, whatever its columns are.
         con.execute(f"""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from queries.frameworks import METHODS, WEIGHT_FILE, mask_sql
+from queries.frameworks import METHODS, WEIGHT_FILE, mask_sql, sql_literal
 
 JsonFormat = Literal["newline_delimited", "array"]
 Compression = Literal["gzip", "none"]
@@ -83,7 +83,7 @@ def rows_sql(fmt: JsonFormat, compression: Compression) -> str:
 
     A record that is not plain gives a row whose columns are all NULL, id included.
     """
-    weight = WEIGHT_FILE.pattern.replace("'", "''")
+    weight = sql_literal(WEIGHT_FILE.pattern)
     return f"""
 SELECT
     {_when_plain("mid->>'$'")} AS id,
@@ -98,7 +98,7 @@ SELECT
     {_when_plain("library_name->>'$'")} AS library_name,
     {_when_plain("private::BOOLEAN")} AS private,
     {_when_plain(_GATED)} AS gated,
-    {_when_plain(f"list_filter({_FILE_NAMES}, lambda f: regexp_matches(lower(f), '{weight}'))")}
+    {_when_plain(f"list_filter({_FILE_NAMES}, lambda f: regexp_matches(lower(f), {weight}))")}
         AS weight_files
 FROM (
     SELECT *, {_PLAIN} AS plain
@@ -186,7 +186,7 @@ def parquet_rows_sql(columns: dict[str, str]) -> str | None:
     if columns.get("gated") == "BOOLEAN":
         gated = "CASE WHEN gated THEN 'true' WHEN NOT gated THEN 'false' END"
     names = "list_transform(siblings, lambda s: s.rfilename)" if "siblings" in columns else "NULL::VARCHAR[]"
-    weight = WEIGHT_FILE.pattern.replace("'", "''")
+    weight = sql_literal(WEIGHT_FILE.pattern)
     return f"""
 SELECT
     {_when_plain("mid")} AS id,
@@ -200,7 +200,7 @@ SELECT
     {_when_plain("library_name")} AS library_name,
     {_when_plain("private")} AS private,
     {_when_plain("gated")} AS gated,
-    {_when_plain(f"list_filter(names, lambda f: regexp_matches(lower(f), '{weight}'))")} AS weight_files
+    {_when_plain(f"list_filter(names, lambda f: regexp_matches(lower(f), {weight}))")} AS weight_files
 FROM (
     SELECT *, {_PARQUET_PLAIN} AS plain
     FROM (

@@ -33,6 +33,7 @@ from queries.store import (
     clean_tmp,
     fsync_path,
     new_snapshot_id,
+    sql_path,
     tmp_creation_lock,
 )
 
@@ -358,7 +359,7 @@ class SnapshotWriter:
         # DROP, so building in place would publish the staging rows' free blocks too (about half the size).
         out_path = self._tmp / DB_NAME
         out_path.unlink(missing_ok=True)
-        self.con.execute(f"ATTACH '{_sql_path(out_path)}' AS out")
+        self.con.execute(f"ATTACH {sql_path(out_path)} AS out")
 
     def flush(self) -> None:
         """Write the staged batch into DuckDB."""
@@ -423,11 +424,6 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
     con.execute("SET enable_progress_bar = true")
     con.execute("SET enable_progress_bar_print = false")
     return con
-
-
-def _sql_path(path: Path) -> str:
-    # ATTACH takes no bound parameter; the path is ours, quoted all the same.
-    return str(path).replace("'", "''")
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:

@@ -150,17 +150,18 @@ def classify(tags: Sequence[str] | None, files: Sequence[str] | None, library_na
     return {m: mask_of(e.framework for e in ev) for m, ev in evidence(tags, files, library_name).items()}
 
 
-def _sql_literal(value: str) -> str:
-    # Only our own constants above reach here, never user input; quoting keeps them valid SQL.
+def sql_literal(value: str) -> str:
+    """`value` as a quoted SQL string, for text that cannot be a bound parameter (rule constants in generated
+    SQL, file paths in ATTACH). Never for user input: that is always bound."""
     return "'" + value.replace("'", "''") + "'"
 
 
 def _tag_sql(fw: Framework) -> str:
-    return f"coalesce(list_contains(tags, {_sql_literal(TAG_RULES[fw])}), false)"
+    return f"coalesce(list_contains(tags, {sql_literal(TAG_RULES[fw])}), false)"
 
 
 def _file_sql(fw: Framework) -> str:
-    pattern = _sql_literal("|".join(f"({p})" for p in FILE_RULES[fw]))
+    pattern = sql_literal("|".join(f"({p})" for p in FILE_RULES[fw]))
     return f"coalesce(len(list_filter(weight_files, lambda f: regexp_matches(lower(f), {pattern}))) > 0, false)"
 
 
@@ -168,7 +169,7 @@ def _library_sql(fw: Framework) -> str:
     names = [name for name, lib_fw in LIBRARY_RULES.items() if lib_fw == fw]
     if not names:
         return "false"
-    return f"coalesce(lower(library_name) IN ({', '.join(_sql_literal(n) for n in names)}), false)"
+    return f"coalesce(lower(library_name) IN ({', '.join(sql_literal(n) for n in names)}), false)"
 
 
 def mask_sql(method: Method) -> str:

@@ -30,6 +30,8 @@ import duckdb
 import filelock
 from pydantic import BaseModel, Field
 
+from queries.frameworks import sql_literal
+
 SCHEMA_VERSION = 1
 DB_NAME = "snapshot.duckdb"
 META_NAME = "meta.json"
@@ -185,10 +187,9 @@ class SnapshotStore:
             path = self.path_of(snapshot_id)
             if not path.exists():
                 raise SnapshotNotFound(snapshot_id)
-            # Identifiers cannot be bound: the name is derived from the id and quoted; the path likewise.
+            # Identifiers cannot be bound: the name is derived from the id and quoted.
             name = '"snap_' + re.sub(r"[^0-9A-Za-z_]", "_", snapshot_id) + "_" + secrets.token_hex(2) + '"'
-            quoted_path = str(path).replace("'", "''")
-            self._instance().execute(f"ATTACH '{quoted_path}' AS {name} (READ_ONLY)")
+            self._instance().execute(f"ATTACH {sql_path(path)} AS {name} (READ_ONLY)")
             self._catalogs[snapshot_id] = name
         return name
 
@@ -262,6 +263,11 @@ def clean_tmp(data_dir: Path) -> list[Path]:
             except filelock.Timeout:
                 continue  # held by a live writer
     return removed
+
+
+def sql_path(path: Path) -> str:
+    """A file path as a quoted SQL string literal, for ATTACH, which takes no bound parameter."""
+    return sql_literal(str(path))
 
 
 def fsync_path(path: Path) -> None:
