@@ -326,8 +326,8 @@ def build_store(snapshot_dir: Path, store: Path, older: int) -> list[str]:
     """
     import duckdb
 
-    from queries.frameworks import CLASSIFIER_VERSION, mask_sql
-    from queries.store import DB_NAME, META_NAME, SnapshotMeta, new_snapshot_id, sql_path
+    from hubcensus.queries.frameworks import CLASSIFIER_VERSION, mask_sql
+    from hubcensus.queries.store import DB_NAME, META_NAME, SnapshotMeta, new_snapshot_id, sql_path
 
     shutil.rmtree(store, ignore_errors=True)
     (store / "snapshots").mkdir(parents=True)
@@ -419,7 +419,7 @@ class Route:
 
 
 def routes(ids: list[str]) -> list[Route]:
-    from queries.frameworks import mask_sql
+    from hubcensus.queries.frameworks import mask_sql
 
     out: list[Route] = []
     for by, by_label in (("pipeline_tag", "task"), ("library_name", "library")):
@@ -489,8 +489,8 @@ def bench_queries(store: Path, ids: list[str], prof: Profile) -> dict[str, Any]:
     import duckdb
     from fastapi.testclient import TestClient
 
-    from queries.store import DB_NAME
-    from service.app import create_app
+    from hubcensus.queries.store import DB_NAME
+    from hubcensus.service.app import create_app
 
     paths = [str(store / "snapshots" / sid / DB_NAME) for sid in ids]
     cons = [duckdb.connect(p, read_only=True) for p in paths]

@@ -61,7 +61,7 @@ class PhaseMemory:
             self.peaks[self.phase] = max(self.peaks[self.phase], self._rss())
 
     def __enter__(self) -> PhaseMemory:
-        from ingest.writer import SnapshotWriter
+        from hubcensus.ingest.writer import SnapshotWriter
 
         original = SnapshotWriter.publish
         monitor = self
@@ -92,7 +92,7 @@ class PhaseMemory:
 
 
 def run_ingest(endpoint: str, data_dir: Path, page_size: int) -> dict[str, Any]:
-    from ingest.hub import HubOptions, ingest_hub
+    from hubcensus.ingest.hub import HubOptions, ingest_hub
 
     rss_before = peak_rss()
     with PhaseMemory() as memory:
@@ -109,7 +109,7 @@ def run_ingest(endpoint: str, data_dir: Path, page_size: int) -> dict[str, Any]:
 
 
 def run_import(path: Path, data_dir: Path) -> dict[str, Any]:
-    from ingest.dumps import import_dump
+    from hubcensus.ingest.dumps import import_dump
 
     rss_before = peak_rss()
     with PhaseMemory() as memory:

@@ -82,7 +82,7 @@ def parse(path: Path, n: int) -> dict[str, Any]:
     import pyarrow as pa
     from pydantic import TypeAdapter
 
-    from ingest.records import ROW_SCHEMA, HubModelRecord, parse_record
+    from hubcensus.ingest.records import ROW_SCHEMA, HubModelRecord, parse_record
 
     with gzip.open(path, "rb") as fh:
         lines = [line for line in itertools.islice(fh, n) if line.strip()]
@@ -157,7 +157,7 @@ def api_memory(data_dir: Path, limit: str | None) -> dict[str, Any]:
 
     if limit:
         _configure_duckdb({"memory_limit": limit}, read_only_only=True)
-    from service.app import create_app
+    from hubcensus.service.app import create_app
 
     app = create_app(data_dir)
     started = time.perf_counter()
@@ -190,7 +190,7 @@ def shared_instance(data_dir: Path, limit: str | None) -> dict[str, Any]:
     `queries/store.py` adopted the shared instance)."""
     import duckdb
 
-    from queries.store import SnapshotStore
+    from hubcensus.queries.store import SnapshotStore
 
     store = SnapshotStore(data_dir)
     metas = store.snapshots()
@@ -233,7 +233,7 @@ def serve(data_dir: Path, port: int, access_log: bool, gc_mode: str) -> None:
     `freeze` (gc.freeze() after start-up and a gen-0 threshold of 50,000), `freeze-only`, or `off` (diagnostic)."""
     import uvicorn
 
-    from service.app import create_app
+    from hubcensus.service.app import create_app
 
     app = create_app(data_dir)
     if gc_mode in ("freeze", "freeze-only"):
@@ -249,8 +249,8 @@ def queries(data_dir: Path) -> dict[str, Any]:
     """Alternative SQL for the slowest routes, on the latest snapshot (p50 ms of 15 runs each)."""
     import duckdb
 
-    from queries.filters import KNOWN_CREATED
-    from queries.store import SnapshotStore
+    from hubcensus.queries.filters import KNOWN_CREATED
+    from hubcensus.queries.store import SnapshotStore
 
     store = SnapshotStore(data_dir)
     metas = store.snapshots()

@@ -106,9 +106,9 @@ print(f"\n[polars] {shared.height:,} models ship both PyTorch and TensorFlow wei
 print(shared.group_by("pipeline_tag").len().sort("len", descending=True).head(5))
 
 # %% (b) In-process, without the service: the `queries` functions on the snapshot files themselves
-from queries.filters import ModelFilter  # noqa: E402  (a notebook imports where it needs)
-from queries.share import framework_share, framework_trend  # noqa: E402
-from queries.store import SnapshotStore, open_snapshot  # noqa: E402
+from hubcensus.queries.filters import ModelFilter  # noqa: E402  (a notebook imports where it needs)
+from hubcensus.queries.share import framework_share, framework_trend  # noqa: E402
+from hubcensus.queries.store import SnapshotStore, open_snapshot  # noqa: E402
 
 store = SnapshotStore(DATA_DIR)
 snapshots = store.snapshots()  # newest first

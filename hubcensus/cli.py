@@ -30,11 +30,11 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from hubcensus.config import Settings
-from ingest.dumps import import_dump
-from ingest.errors import IngestError
-from ingest.hub import ingest_hub
-from ingest.progress import Progress as Progress_
-from queries.store import SnapshotMeta, SnapshotStore
+from hubcensus.ingest.dumps import import_dump
+from hubcensus.ingest.errors import IngestError
+from hubcensus.ingest.hub import ingest_hub
+from hubcensus.ingest.progress import Progress as Progress_
+from hubcensus.queries.store import SnapshotMeta, SnapshotStore
 
 app = typer.Typer(help="Reproducible numbers about the Hugging Face Hub.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -145,7 +145,7 @@ def worker(
     ] = None,
 ) -> None:
     """Take snapshots on a schedule until SIGTERM/SIGINT; prune by retention after each success."""
-    from ingest.worker import Retention, run_worker, validate_schedule
+    from hubcensus.ingest.worker import Retention, run_worker, validate_schedule
 
     settings = _settings(data_dir=data_dir, hf_endpoint=endpoint)
     try:
@@ -325,7 +325,7 @@ def query(
     settings = _settings(data_dir=data_dir)
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from hubcensus.service.app import create_app
 
     with TestClient(create_app(settings.data_dir), raise_server_exceptions=False) as client:
         if output == "csv":
@@ -393,7 +393,7 @@ def _serve(settings: Settings) -> None:
     import pyarrow as pa
     import uvicorn
 
-    from service.app import create_app
+    from hubcensus.service.app import create_app
 
     out.print(
         f"serving {settings.data_dir} on http://{settings.host}:{settings.port}  (docs: /docs)",

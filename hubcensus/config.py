@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.hub import HubOptions
+from hubcensus.ingest.hub import HubOptions
 
 
 class Settings(BaseSettings):

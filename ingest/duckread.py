@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from queries.frameworks import METHODS, WEIGHT_FILE, mask_sql, sql_literal
+from hubcensus.queries.frameworks import METHODS, WEIGHT_FILE, mask_sql, sql_literal
 
 JsonFormat = Literal["newline_delimited", "array"]
 Compression = Literal["gzip", "none"]

@@ -23,12 +23,12 @@ import duckdb
 import ijson
 import pyarrow.parquet as pq
 
-from ingest import duckread
-from ingest.errors import IngestError
-from ingest.progress import Progress
-from ingest.records import BadRecord, parse_record
-from ingest.writer import SnapshotWriter, bulk_gc, storage_errors
-from queries.store import SnapshotMeta
+from hubcensus.ingest import duckread
+from hubcensus.ingest.errors import IngestError
+from hubcensus.ingest.progress import Progress
+from hubcensus.ingest.records import BadRecord, parse_record
+from hubcensus.ingest.writer import SnapshotWriter, bulk_gc, storage_errors
+from hubcensus.queries.store import SnapshotMeta
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from huggingface_hub.hf_api import ExpandModelProperty_T
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff, parse_ratelimit_headers
 from huggingface_hub.utils._http import default_client_factory
 
-from ingest.errors import IngestError
-from ingest.progress import Progress
-from ingest.records import BadRecord, parse_record
-from ingest.writer import SnapshotWriter, bulk_gc, storage_errors
-from queries.store import SnapshotMeta
+from hubcensus.ingest.errors import IngestError
+from hubcensus.ingest.progress import Progress
+from hubcensus.ingest.records import BadRecord, parse_record
+from hubcensus.ingest.writer import SnapshotWriter, bulk_gc, storage_errors
+from hubcensus.queries.store import SnapshotMeta
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from queries.frameworks import weight_files
+from hubcensus.queries.frameworks import weight_files
 
 
 class Sibling(BaseModel):

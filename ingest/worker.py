@@ -17,10 +17,10 @@ from typing import Any
 
 from croniter import croniter
 
-from ingest.errors import IngestError
-from ingest.hub import Cancelled, HubOptions, ingest_hub
-from queries.control import pending_requests, take_requests, write_status
-from queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
+from hubcensus.ingest.errors import IngestError
+from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
+from hubcensus.queries.control import pending_requests, take_requests, write_status
+from hubcensus.queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ import duckdb
 import filelock
 import pyarrow as pa
 
-from ingest.errors import IngestError
-from ingest.records import ROW_SCHEMA
-from queries.frameworks import CLASSIFIER_VERSION, METHODS, mask_sql
-from queries.store import (
+from hubcensus.ingest.errors import IngestError
+from hubcensus.ingest.records import ROW_SCHEMA
+from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS, mask_sql
+from hubcensus.queries.store import (
     DB_NAME,
     META_NAME,
     SnapshotMeta,

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from queries.frameworks import BIT, Framework, combination_name, frameworks_of, shared_combinations
+from hubcensus.queries.frameworks import BIT, Framework, combination_name, frameworks_of, shared_combinations
 
 
 class Bucket(BaseModel):

@@ -8,9 +8,9 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
-from queries.filters import METHOD_COLUMNS, ModelFilter, selected_cte, universe_of
-from queries.frameworks import BIT, FRAMEWORKS, METHODS, Framework, Method, combination_name, evidence
-from queries.sql import run
+from hubcensus.queries.filters import METHOD_COLUMNS, ModelFilter, selected_cte, universe_of
+from hubcensus.queries.frameworks import BIT, FRAMEWORKS, METHODS, Framework, Method, combination_name, evidence
+from hubcensus.queries.sql import run
 
 Dimension = Literal["pipeline_tag", "library_name", "author"]
 ModelSort = Literal["downloads", "-downloads", "likes", "-likes", "created", "-created", "id", "-id"]

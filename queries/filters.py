@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from queries.frameworks import FRAMEWORKS, Framework, Method, mask_of
+from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method, mask_of
 
 PopularityOrder = Literal["downloads", "likes"]
 Weight = Literal["models", "downloads", "likes"]

@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from queries.buckets import bucket_columns
-from queries.filters import METHOD_COLUMNS, ModelFilter, Weight, universe_of
-from queries.frameworks import FRAMEWORKS, METHODS, Framework, Method, combination_name
-from queries.share import GroupBy, framework_share, framework_total
-from queries.sql import run
-from queries.store import SnapshotMeta, SnapshotStore
+from hubcensus.queries.buckets import bucket_columns
+from hubcensus.queries.filters import METHOD_COLUMNS, ModelFilter, Weight, universe_of
+from hubcensus.queries.frameworks import FRAMEWORKS, METHODS, Framework, Method, combination_name
+from hubcensus.queries.share import GroupBy, framework_share, framework_total
+from hubcensus.queries.sql import run
+from hubcensus.queries.store import SnapshotMeta, SnapshotStore
 
 Change = Literal["added", "removed", "changed"]
 

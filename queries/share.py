@@ -10,8 +10,8 @@ from typing import Any, Literal, get_args
 import duckdb
 import pyarrow as pa
 
-from queries.buckets import Bucket, bucketize, total_of
-from queries.filters import (
+from hubcensus.queries.buckets import Bucket, bucketize, total_of
+from hubcensus.queries.filters import (
     KNOWN_CREATED,
     METHOD_COLUMNS,
     WEIGHT_SQL,
@@ -20,8 +20,8 @@ from queries.filters import (
     selected_cte,
     universe_of,
 )
-from queries.frameworks import FRAMEWORKS, Framework, Method
-from queries.sql import run
+from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
+from hubcensus.queries.sql import run
 
 GroupBy = Literal["pipeline_tag", "library_name"]
 GROUP_BYS: tuple[GroupBy, ...] = get_args(GroupBy)

@@ -30,7 +30,7 @@ import duckdb
 import filelock
 from pydantic import BaseModel, Field
 
-from queries.frameworks import sql_literal
+from hubcensus.queries.frameworks import sql_literal
 
 SCHEMA_VERSION = 1
 DB_NAME = "snapshot.duckdb"

@@ -7,13 +7,13 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from queries.store import SnapshotStore
-from service.deps import reject_unknown_parameters
-from service.errors import install_error_handlers
-from service.head import HeadAsGet
-from service.metrics import Metrics, MetricsMiddleware
-from service.render import AnswerCache
-from service.routes import catalog, dashboard, frameworks, meta, operations, snapshots
+from hubcensus.queries.store import SnapshotStore
+from hubcensus.service.deps import reject_unknown_parameters
+from hubcensus.service.errors import install_error_handlers
+from hubcensus.service.head import HeadAsGet
+from hubcensus.service.metrics import Metrics, MetricsMiddleware
+from hubcensus.service.render import AnswerCache
+from hubcensus.service.routes import catalog, dashboard, frameworks, meta, operations, snapshots
 
 DESCRIPTION = """
 Reproducible numbers about the Hugging Face Hub, computed over immutable snapshots of its model

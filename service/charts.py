@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import vl_convert
 
-from queries.frameworks import FRAMEWORKS
+from hubcensus.queries.frameworks import FRAMEWORKS
 
 ChartBuilder = Callable[[pa.Table, dict[str, Any]], dict[str, Any]]
 

@@ -10,8 +10,8 @@ from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore
-from service.errors import ApiError
+from hubcensus.queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore
+from hubcensus.service.errors import ApiError
 
 
 async def get_store(request: Request) -> SnapshotStore:

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Query
 from pydantic import BaseModel
 
-from queries.filters import ModelFilter, PopularityOrder, Weight
-from queries.frameworks import FRAMEWORKS, Framework, Method
-from service.errors import ApiError
-from service.render import DEFAULT_PAGE, FORMATS, MAX_PAGE, PageRequest
+from hubcensus.queries.filters import ModelFilter, PopularityOrder, Weight
+from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
+from hubcensus.service.errors import ApiError
+from hubcensus.service.render import DEFAULT_PAGE, FORMATS, MAX_PAGE, PageRequest
 
 
 def parse_frameworks(value: str) -> list[Framework]:

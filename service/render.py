@@ -28,11 +28,11 @@ import pyarrow.parquet as pq
 from fastapi import Request
 from fastapi.responses import Response
 
-from queries.buckets import nest
-from queries.sql import QueryTimeout, time_limit
-from service.charts import ChartBuilder, to_png, to_svg
-from service.deps import query_defaults
-from service.errors import ApiError
+from hubcensus.queries.buckets import nest
+from hubcensus.queries.sql import QueryTimeout, time_limit
+from hubcensus.service.charts import ChartBuilder, to_png, to_svg
+from hubcensus.service.deps import query_defaults
+from hubcensus.service.errors import ApiError
 
 Format = Literal["json", "csv", "ndjson", "parquet", "vl", "svg", "png"]
 ALL_FORMATS: tuple[Format, ...] = get_args(Format)

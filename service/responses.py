@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from queries.store import SnapshotMeta
-from service.charts import ChartBuilder
-from service.errors import ERROR_RESPONSES
-from service.params import Analysis
-from service.render import MEDIA_TYPES, Answer, Page, PageRequest, respond
+from hubcensus.queries.store import SnapshotMeta
+from hubcensus.service.charts import ChartBuilder
+from hubcensus.service.errors import ERROR_RESPONSES
+from hubcensus.service.params import Analysis
+from hubcensus.service.render import MEDIA_TYPES, Answer, Page, PageRequest, respond
 
 
 def snapshot_ref(meta: SnapshotMeta) -> dict[str, Any]:

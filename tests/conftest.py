@@ -12,10 +12,10 @@ from typing import Any, cast
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.dumps import import_dump
-from queries.frameworks import Method, classify, frameworks_of
-from queries.store import SnapshotMeta
-from service.app import create_app
+from hubcensus.ingest.dumps import import_dump
+from hubcensus.queries.frameworks import Method, classify, frameworks_of
+from hubcensus.queries.store import SnapshotMeta
+from hubcensus.service.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -56,7 +56,7 @@ def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_snapshot(demo_data_dir: Path) -> SnapshotMeta:
     """The metadata of the bundled snapshot."""
-    from queries.store import SnapshotStore
+    from hubcensus.queries.store import SnapshotStore
 
     return SnapshotStore(demo_data_dir).get("latest")
 

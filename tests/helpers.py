@@ -13,7 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
-from service.app import create_app
+from hubcensus.service.app import create_app
 
 
 def free_port() -> int:

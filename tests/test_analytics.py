@@ -14,9 +14,9 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.dumps import import_dump
-from queries.store import SnapshotStore
-from service.app import create_app
+from hubcensus.ingest.dumps import import_dump
+from hubcensus.queries.store import SnapshotStore
+from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, bucket_of
 from tests.helpers import hubcensus
 

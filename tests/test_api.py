@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from queries.store import SnapshotMeta
+from hubcensus.queries.store import SnapshotMeta
 from tests.conftest import bucket_of
 
 
@@ -161,7 +161,7 @@ def test_every_route_answers_errors_in_the_envelope(client: TestClient) -> None:
 
 
 def test_empty_store_answers_503_not_500(tmp_path: Any) -> None:
-    from service.app import create_app
+    from hubcensus.service.app import create_app
 
     with TestClient(create_app(tmp_path)) as c:
         assert_error(c.get("/v1/frameworks/share"), 503, "no_snapshots")

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingest.dumps import import_dump
+from hubcensus.ingest.dumps import import_dump
 from tests.conftest import BUNDLED, FIXTURES, ROOT
 from tests.helpers import serving
 

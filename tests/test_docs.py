@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from hubcensus.config import Settings
-from queries.frameworks import FILE_RULES, LIBRARY_RULES
+from hubcensus.queries.frameworks import FILE_RULES, LIBRARY_RULES
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

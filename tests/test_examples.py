@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ingest.dumps import import_dump
+from hubcensus.ingest.dumps import import_dump
 from tests.conftest import BUNDLED, FIXTURES, ROOT, TAKEN_2022, bucket_of
 from tests.helpers import serving
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.dumps import import_dump
+from hubcensus.ingest.dumps import import_dump
 from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022
 from tests.helpers import free_port, serving
 

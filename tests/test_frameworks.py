@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from queries.frameworks import (
+from hubcensus.queries.frameworks import (
     FILE_RULES,
     LIBRARY_RULES,
     TAG_RULES,
@@ -19,7 +19,7 @@ from queries.frameworks import (
     shared_combinations,
     weight_files,
 )
-from queries.store import SnapshotStore
+from hubcensus.queries.store import SnapshotStore
 
 PT, TF, JX = 1, 2, 4
 

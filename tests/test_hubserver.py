@@ -16,7 +16,7 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from ingest.hub import EXPAND
+from hubcensus.ingest.hub import EXPAND
 from tests.conftest import BUNDLED, FIXTURES
 from tests.hubserver import (
     DEFAULT_FIELDS,

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.dumps import import_dump
-from ingest.errors import IngestError
-from queries.store import SnapshotStore
+from hubcensus.ingest.dumps import import_dump
+from hubcensus.ingest.errors import IngestError
+from hubcensus.queries.store import SnapshotStore
 from tests.conftest import FIXTURES, TAKEN_2022
 
 REAL_LISTS = sorted(FIXTURES.glob("rimel_*.json.gz"))

@@ -18,12 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.duckread import rows_sql
-from ingest.dumps import import_dump
-from ingest.errors import IngestError
-from ingest.progress import Progress
-from ingest.records import BadRecord, parse_record
-from queries.store import SnapshotMeta, SnapshotStore
+from hubcensus.ingest.duckread import rows_sql
+from hubcensus.ingest.dumps import import_dump
+from hubcensus.ingest.errors import IngestError
+from hubcensus.ingest.progress import Progress
+from hubcensus.ingest.records import BadRecord, parse_record
+from hubcensus.queries.store import SnapshotMeta, SnapshotStore
 from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022, read_jsonl_gz
 
 BASE: dict[str, Any] = {
@@ -325,7 +325,7 @@ def test_the_2022_crawl_as_parquet_reads_alike(tmp_path: Path) -> None:
 
 def test_a_duckdb_load_reports_how_far_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # DuckDB gives no rows until a load ends, so progress is its own estimate, polled while it runs.
-    monkeypatch.setattr("ingest.writer.PROGRESS_EVERY_S", 0.01)
+    monkeypatch.setattr("hubcensus.ingest.writer.PROGRESS_EVERY_S", 0.01)
     records = read_jsonl_gz(BUNDLED)
     path = tmp_path / "big.jsonl"
     with path.open("w") as f:

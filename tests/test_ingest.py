@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.errors import IngestError
-from ingest.hub import EXPAND, HubOptions, ingest_hub
-from queries.store import SnapshotStore
-from service.app import create_app
+from hubcensus.ingest.errors import IngestError
+from hubcensus.ingest.hub import EXPAND, HubOptions, ingest_hub
+from hubcensus.queries.store import SnapshotStore
+from hubcensus.service.app import create_app
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
 from tests.test_api import expected_share
 

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest.records import parse_record
-from ingest.writer import SnapshotWriter
-from queries.store import SnapshotStore, clean_tmp
-from service.app import create_app
+from hubcensus.ingest.records import parse_record
+from hubcensus.ingest.writer import SnapshotWriter
+from hubcensus.queries.store import SnapshotStore, clean_tmp
+from hubcensus.service.app import create_app
 from tests.conftest import FIXTURES, TAKEN_2022
 from tests.helpers import hubcensus, serving
 from tests.hubserver import HubServer, RequestInfo, Response

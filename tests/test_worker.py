@@ -16,10 +16,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.worker import Retention, next_run, to_prune, validate_schedule
-from queries.control import read_status
-from queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
-from service.app import create_app
+from hubcensus.ingest.worker import Retention, next_run, to_prune, validate_schedule
+from hubcensus.queries.control import read_status
+from hubcensus.queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
+from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, TAKEN_2022
 from tests.helpers import free_port, hubcensus
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
@@ -210,7 +210,7 @@ def test_a_removed_snapshot_stays_readable_then_lets_its_file_go(
     assert _open_snapshot_files(first) == 1
     # Past the grace period, the next cursor detaches it: its disk space is freed, not held by the API.
     hubcensus("import", str(BUNDLED), "--data-dir", str(tmp_path), "--taken-at", "2022-02-22")
-    monkeypatch.setattr("queries.store.RETIRED_GRACE_S", 0.0)
+    monkeypatch.setattr("hubcensus.queries.store.RETIRED_GRACE_S", 0.0)
     with store.cursor(store.get().id) as cursor:
         assert cursor.execute("SELECT count(*) FROM models").fetchall() == [(29_432,)]
     assert _open_snapshot_files(first) == 0

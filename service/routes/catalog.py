@@ -8,14 +8,14 @@ import duckdb
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from queries.catalog import Dimension, ModelSort, bucket_names, dimension_values, list_models, model_detail
-from queries.filters import ModelFilter
-from queries.store import SnapshotMeta
-from service.deps import CursorDep, SnapshotDep
-from service.errors import ERROR_RESPONSES, ApiError
-from service.params import AnalysisDep, BaseFilterDep, FilterDep, PageDep, normalized
-from service.render import Answer, Page, PageRequest, dumps_json
-from service.responses import TABLE_RESPONSES, respond_for_snapshot, snapshot_ref
+from hubcensus.queries.catalog import Dimension, ModelSort, bucket_names, dimension_values, list_models, model_detail
+from hubcensus.queries.filters import ModelFilter
+from hubcensus.queries.store import SnapshotMeta
+from hubcensus.service.deps import CursorDep, SnapshotDep
+from hubcensus.service.errors import ERROR_RESPONSES, ApiError
+from hubcensus.service.params import AnalysisDep, BaseFilterDep, FilterDep, PageDep, normalized
+from hubcensus.service.render import Answer, Page, PageRequest, dumps_json
+from hubcensus.service.responses import TABLE_RESPONSES, respond_for_snapshot, snapshot_ref
 
 router = APIRouter(prefix="/v1", tags=["catalog"], responses=TABLE_RESPONSES)
 

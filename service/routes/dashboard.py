@@ -10,17 +10,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from queries.frameworks import FRAMEWORKS, Framework, Method
-from queries.history import framework_history
-from queries.share import GroupBy, framework_share, framework_trend
-from service.charts import history_spec, share_spec, to_svg, trend_spec
-from service.deps import StoreDep, lookup_snapshot
-from service.render import AnswerCache, dumps_json
-from service.responses import snapshot_ref
+from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
+from hubcensus.queries.history import framework_history
+from hubcensus.queries.share import GroupBy, framework_share, framework_trend
+from hubcensus.service.charts import history_spec, share_spec, to_svg, trend_spec
+from hubcensus.service.deps import StoreDep, lookup_snapshot
+from hubcensus.service.render import AnswerCache, dumps_json
+from hubcensus.service.responses import snapshot_ref
 
 router = APIRouter(tags=["dashboard"])
 
-_templates = Environment(loader=PackageLoader("service", "templates"), autoescape=select_autoescape(["html"]))
+_templates = Environment(loader=PackageLoader("hubcensus.service", "templates"), autoescape=select_autoescape(["html"]))
 METHOD_LABELS: list[tuple[Method, str]] = [
     ("inferred", "inferred (tags + files + library)"),
     ("tags", "tags (the Hub's weight tags)"),

@@ -8,15 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from queries.history import framework_history, resolve_range
-from queries.share import GroupBy, Interval, framework_share, framework_trend
-from queries.store import SnapshotMeta
-from service.charts import history_spec, share_spec, trend_spec
-from service.deps import CursorDep, SnapshotDep, StoreDep
-from service.errors import ApiError
-from service.params import Analysis, AnalysisDep, FilterDep, PageDep, normalized
-from service.render import Answer, Page, paged, respond
-from service.responses import TABLE_RESPONSES, analysis_envelope, respond_for_snapshot, snapshot_ref
+from hubcensus.queries.history import framework_history, resolve_range
+from hubcensus.queries.share import GroupBy, Interval, framework_share, framework_trend
+from hubcensus.queries.store import SnapshotMeta
+from hubcensus.service.charts import history_spec, share_spec, trend_spec
+from hubcensus.service.deps import CursorDep, SnapshotDep, StoreDep
+from hubcensus.service.errors import ApiError
+from hubcensus.service.params import Analysis, AnalysisDep, FilterDep, PageDep, normalized
+from hubcensus.service.render import Answer, Page, paged, respond
+from hubcensus.service.responses import TABLE_RESPONSES, analysis_envelope, respond_for_snapshot, snapshot_ref
 
 router = APIRouter(prefix="/v1/frameworks", tags=["frameworks"], responses=TABLE_RESPONSES)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from service.deps import StoreDep
+from hubcensus.service.deps import StoreDep
 
 router = APIRouter(tags=["meta"])
 

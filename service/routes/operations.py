@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from queries.control import pending_requests, read_status, request_snapshot
-from queries.store import SnapshotNotFound, remove_snapshot
-from service.deps import StoreDep, lookup_snapshot
-from service.errors import ERROR_RESPONSES, ApiError
-from service.metrics import Metrics
+from hubcensus.queries.control import pending_requests, read_status, request_snapshot
+from hubcensus.queries.store import SnapshotNotFound, remove_snapshot
+from hubcensus.service.deps import StoreDep, lookup_snapshot
+from hubcensus.service.errors import ERROR_RESPONSES, ApiError
+from hubcensus.service.metrics import Metrics
 
 router = APIRouter(tags=["operations"], responses=ERROR_RESPONSES)
 

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest.errors import IngestError
-from ingest.hub import HubOptions, ingest_hub
-from queries.store import SnapshotStore
+from hubcensus.ingest.errors import IngestError
+from hubcensus.ingest.hub import HubOptions, ingest_hub
+from hubcensus.queries.store import SnapshotStore
 from tests.conftest import BUNDLED, FIXTURES
 from tests.helpers import free_port, hubcensus
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
@@ -151,7 +151,7 @@ def test_long_burst_fails_cleanly_and_the_previous_snapshot_is_served(
     assert assert_complete_or_nothing(tmp_path) == [previous.id]
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from hubcensus.service.app import create_app
 
     with TestClient(create_app(tmp_path)) as c:
         assert c.get("/v1/frameworks/share").json()["snapshot"]["id"] == previous.id
