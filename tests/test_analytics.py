@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
 from hubcensus.ingest.dumps import import_dump
+from hubcensus.queries.frameworks import FRAMEWORKS
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, bucket_of
@@ -309,3 +312,52 @@ def test_query_time_limit_answers_504(tmp_path: Path) -> None:
         assert r.status_code == 504
         assert r.json()["error"]["code"] == "query_timeout"
         assert c.get("/healthz").status_code == 200  # the worker thread is free again
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_a_universe_of_one_framework(api: TestClient, ids: dict[str, str], fw: str) -> None:
+    """ "How many models ship PyTorch at all?" is a valid question: every route and format answers it."""
+    records = load_list(LIST_2025)
+    buckets = Counter(bucket_of(r, "inferred", (fw,)) for r in records)
+    body = api.get("/v1/frameworks/share", params={"frameworks": fw}).json()
+    assert body["frameworks"] == [fw]
+    # Nothing can be shared within one framework; the bucket keeps every key, `combinations` empty.
+    assert body["total"] == {
+        "models": len(records),
+        "with_framework": buckets[fw],
+        "none": buckets["none"],
+        "shared": 0,
+        "exclusive": {fw: buckets[fw]},
+        "combinations": {},
+        "pct": {f"{fw}_only": 100.0 if buckets[fw] else None, "shared": 0.0 if buckets[fw] else None},
+    }
+    assert all(r["shared"] == 0 and r["combinations"] == {} for r in body["rows"])
+    # A trailing comma names the same universe: the very same answer.
+    assert api.get("/v1/frameworks/share", params={"frameworks": f"{fw},"}).json()["total"] == body["total"]
+    columns = ["models", "with_framework", "none", "shared", f"exclusive.{fw}", f"pct.{fw}_only", "pct.shared"]
+    a, b = ids["2024-12-15"], ids["2025-01-14"]
+    nothing = {"pipeline_tag": "no-such-task"}
+    routes: dict[str, tuple[list[str], dict[str, str]]] = {
+        "/v1/frameworks/share": (["group"], nothing),
+        "/v1/frameworks/trend": (["period"], nothing),
+        "/v1/frameworks/history": (["snapshot", "taken_at"], {"from": "2100-01-01"}),
+        f"/v1/snapshots/{a}/diff/{b}": (["group"], {}),
+    }
+    for route, (keys, empty) in routes.items():
+        charts = ("vl", "svg", "png") if "diff" not in route else ()
+        for fmt in ("json", "csv", "ndjson", "parquet", *charts):
+            r = api.get(route, params={"frameworks": fw, "_format": fmt})
+            assert r.status_code == 200, (route, fmt, r.text[:300])
+        # The flat columns depend on the universe only: the same with rows and with none.
+        for extra in ({}, empty):
+            params = {"frameworks": fw, **extra}
+            csv_header = api.get(route, params={**params, "_format": "csv"}).text.splitlines()[0]
+            assert csv_header.replace('"', "").split(",") == [*keys, *columns], (route, extra)
+            parquet = pq.read_table(io.BytesIO(api.get(route, params={**params, "_format": "parquet"}).content))
+            assert parquet.column_names == [*keys, *columns], (route, extra)
+
+
+def test_query_command_with_one_framework(data_dir: Path) -> None:
+    done = hubcensus("query", "share", "--frameworks", "pytorch", "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "exclusive.pytorch" in done.stdout
