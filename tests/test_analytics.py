@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.frameworks import FRAMEWORKS
-from hubcensus.queries.store import SnapshotStore
+from hubcensus.queries.history import breaks, why_not_comparable
+from hubcensus.queries.store import SnapshotMeta, SnapshotStore
 from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, bucket_of
 from tests.helpers import hubcensus
@@ -361,3 +362,46 @@ def test_query_command_with_one_framework(data_dir: Path) -> None:
     done = hubcensus("query", "share", "--frameworks", "pytorch", "--data-dir", str(data_dir))
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "exclusive.pytorch" in done.stdout
+
+
+def _meta(**changes: Any) -> SnapshotMeta:
+    base = {
+        "id": "a",
+        "taken_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "source": "https://huggingface.co",
+        "kind": "ingest",
+        "models": 1_000_000,
+        "bad_records": 0,
+        "duration_s": 1.0,
+        "classifier_version": "2026.11.1",
+        "published_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "params": {"limit": None, "filter": [], "expand": ["tags"]},
+    }
+    return SnapshotMeta.model_validate({**base, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({}, None),
+        ({"models": 1_900_000}, None),  # growth within the factor
+        ({"models": 2_100_000}, "model counts differ by a factor of 2.1 (1,000,000 and 2,100,000)"),
+        ({"models": 0}, "model counts differ (one is empty) (1,000,000 and 0)"),
+        ({"kind": "import", "source": "dump.jsonl"}, "an ingest and an import"),
+        ({"source": "http://mirror"}, "ingested from https://huggingface.co and http://mirror"),
+        ({"params": {"limit": 1000, "filter": [], "expand": ["tags"]}}, "ingested with different limits or filters"),
+        ({"params": {"limit": None, "filter": ["gguf"], "expand": ["tags"]}}, "ingested with different limits"),
+        ({"classifier_version": "2027.1.1"}, "classifier versions 2026.11.1 and 2027.1.1"),
+    ],
+)
+def test_why_not_comparable(changes: dict[str, Any], reason: str | None) -> None:
+    a, b = _meta(), _meta(id="b", taken_at=datetime(2025, 2, 1, tzinfo=UTC), **changes)
+    reasons = why_not_comparable(a, b)
+    if reason is None:
+        assert reasons == [] and breaks([b, a]) == []
+    else:
+        assert len(reasons) == 1 and reasons[0].startswith(reason)
+        (found,) = breaks([b, a])  # in time order, whatever order they come in
+        assert (found.before.id, found.after.id, found.reasons) == ("a", "b", reasons)
+    # Imports come from different files by nature: the file name alone is no reason.
+    assert why_not_comparable(_meta(kind="import", source="x.jsonl"), _meta(kind="import", source="y.jsonl")) == []
