@@ -90,6 +90,17 @@ def to_bucket(flat: dict[str, Any]) -> Bucket:
     return Bucket.model_validate(nest(flat))
 
 
+def flatten(bucket: Bucket) -> dict[str, Any]:
+    """A Bucket as flat columns again (`exclusive.pytorch`, …): the inverse of `to_bucket`."""
+    out: dict[str, Any] = {}
+    for key, value in bucket.model_dump().items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
 def bucketize(
     rows: pa.Table,
     keys: Sequence[tuple[str, pa.DataType]],

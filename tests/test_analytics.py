@@ -364,6 +364,26 @@ def test_query_command_with_one_framework(data_dir: Path) -> None:
     assert "Traceback" not in done.stderr and "exclusive.pytorch" in done.stdout
 
 
+def test_history_marks_the_snapshots_that_are_not_one_series(api: TestClient, ids: dict[str, str]) -> None:
+    """The 2022 crawl (29,432 models), the 2024-12-15 list (1,319) and the 2025-01-14 list (3,180) cover
+    different populations: each step is marked, with its reason."""
+    body = api.get("/v1/frameworks/history").json()
+    assert body["not_comparable"] == [
+        {
+            "before": ids["2022-02-21"],
+            "after": ids["2024-12-15"],
+            "reasons": ["model counts differ by a factor of 22.3 (29,432 and 1,319)"],
+        },
+        {
+            "before": ids["2024-12-15"],
+            "after": ids["2025-01-14"],
+            "reasons": ["model counts differ by a factor of 2.4 (1,319 and 3,180)"],
+        },
+    ]
+    one = api.get("/v1/frameworks/history", params={"from": "2025-01-01"}).json()
+    assert one["not_comparable"] == [] and len(one["rows"]) == 1
+
+
 def _meta(**changes: Any) -> SnapshotMeta:
     base = {
         "id": "a",
