@@ -542,6 +542,7 @@ def history_spec(rows: pa.Table, envelope: dict[str, Any], width: int = CHART_WI
                 "field": "taken_at",
                 "type": "temporal",
                 "title": "snapshot taken",
+                "scale": {"padding": 16},  # the first and last points clear of the axes
                 "axis": {"format": "%Y-%m", "tickCount": 6, "labelAngle": 0},
             }
         },
