@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.frameworks import FRAMEWORKS
 from hubcensus.queries.history import breaks, why_not_comparable
+from hubcensus.queries.sql import QueryTimeout, run, time_limit
 from hubcensus.queries.store import SnapshotMeta, SnapshotStore
 from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, bucket_of
@@ -425,3 +427,18 @@ def test_why_not_comparable(changes: dict[str, Any], reason: str | None) -> None
         assert (found.before.id, found.after.id, found.reasons) == ("a", "b", reasons)
     # Imports come from different files by nature: the file name alone is no reason.
     assert why_not_comparable(_meta(kind="import", source="x.jsonl"), _meta(kind="import", source="y.jsonl")) == []
+
+
+def test_a_time_limit_that_passes_before_the_query_starts_still_stops_it() -> None:
+    """DuckDB drops an interrupt sent before a statement starts; under load a short limit can pass that early.
+
+    With a limit of a microsecond the deadline passes while the statement is still being prepared, every time
+    in practice: the query (about 4 s) must still be stopped, not run to its end.
+    """
+    con = duckdb.connect()
+    for _ in range(5):
+        started = time.monotonic()
+        with time_limit(1e-6), pytest.raises(QueryTimeout):
+            run(con, "SELECT count(*) FROM range(300000000) t(i) WHERE i % 7 = 3")
+        assert time.monotonic() - started < 2
+    assert run(con, "SELECT 42 AS answer").to_pylist() == [{"answer": 42}]  # the connection works after
