@@ -68,10 +68,16 @@ def bucket_values(counts: dict[int, int], universe: Sequence[Framework]) -> dict
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """`{"a.b": 1}` → `{"a": {"b": 1}}`, one level, keeping key order."""
+    """`{"a.b": 1}` → `{"a": {"b": 1}}`, one level, keeping key order.
+
+    A bucket (a row with `exclusive.*` columns) always gets its `combinations` object: a universe of one
+    framework has no combination of two or more, hence no such column, and its object is empty.
+    """
     out: dict[str, Any] = {}
     for key, value in flat.items():
         head, dot, tail = key.partition(".")
+        if head == "pct" and "exclusive" in out:
+            out.setdefault("combinations", {})
         if dot:
             out.setdefault(head, {})[tail] = value
         else:
@@ -82,6 +88,17 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
 def to_bucket(flat: dict[str, Any]) -> Bucket:
     """A flat bucket as the typed Bucket model."""
     return Bucket.model_validate(nest(flat))
+
+
+def flatten(bucket: Bucket) -> dict[str, Any]:
+    """A Bucket as flat columns again (`exclusive.pytorch`, …): the inverse of `to_bucket`."""
+    out: dict[str, Any] = {}
+    for key, value in bucket.model_dump().items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def bucketize(

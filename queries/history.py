@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from typing import Any, Literal
 
 import pyarrow as pa
 
-from hubcensus.queries.buckets import bucket_columns
+from hubcensus.queries.buckets import bucket_columns, flatten
 from hubcensus.queries.filters import METHOD_COLUMNS, ModelFilter, Weight, universe_of
 from hubcensus.queries.frameworks import FRAMEWORKS, METHODS, Framework, Method, combination_name
 from hubcensus.queries.share import GroupBy, framework_share, framework_total
@@ -39,7 +41,7 @@ def framework_history(
                 # Totals only: one group-by on the framework mask, not a share per group (2.5x faster at 2M).
                 total = framework_total(con, method=method, frameworks=frameworks, weight=weight, flt=flt)
                 schema = pa.schema(bucket_columns(universe_of(frameworks)[0]))
-                rows = pa.Table.from_pylist([_flatten(total.model_dump())], schema=schema)
+                rows = pa.Table.from_pylist([flatten(total)], schema=schema)
             else:
                 rows = framework_share(con, by=by, method=method, frameworks=frameworks, weight=weight, flt=flt).rows
         n = rows.num_rows
@@ -52,16 +54,6 @@ def framework_history(
         keys += [("group", pa.string())] if by is not None else []
         return pa.schema([*keys, *bucket_columns(universe)]).empty_table()
     return pa.concat_tables(tables, promote_options="permissive")
-
-
-def _flatten(nested: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
 
 
 def _catalogs(store: SnapshotStore, a: str, b: str) -> dict[str, str]:
@@ -162,6 +154,57 @@ def share_deltas(before: pa.Table, after: pa.Table) -> pa.Table:
                 row[col] = (nv or 0) - (ov or 0)
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=after.schema)
+
+
+# Two snapshots whose model counts differ by more than this factor cover different populations (a full
+# crawl and a curated list, a `--limit` run): their shares are not one series. The Hub's own growth stays
+# well below it between snapshots weeks or months apart.
+COVERAGE_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class Break:
+    """Two consecutive snapshots whose shares are not comparable, and why."""
+
+    before: SnapshotMeta
+    after: SnapshotMeta
+    reasons: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        """The break as the history answer states it."""
+        return {"before": self.before.id, "after": self.after.id, "reasons": self.reasons}
+
+
+def why_not_comparable(a: SnapshotMeta, b: SnapshotMeta) -> list[str]:
+    """Why the shares of two snapshots are not one series (empty when they are).
+
+    Coverage differs when one is an ingest and the other an import, when two ingests read different
+    endpoints or ran with different limits or filters, or when the model counts differ by more than
+    COVERAGE_FACTOR. Two imports always come from different files, so the file name alone is no reason;
+    the counts are. A different classifier version means different rules.
+    """
+    reasons = []
+    if a.kind != b.kind:
+        reasons.append(f"an {a.kind} and an {b.kind}")
+    elif a.kind == "ingest":
+        if a.source != b.source:
+            reasons.append(f"ingested from {a.source} and {b.source}")
+        coverage = ("limit", "filter")
+        if [a.params.get(k) for k in coverage] != [b.params.get(k) for k in coverage]:
+            reasons.append("ingested with different limits or filters")
+    low, high = sorted((a.models, b.models))
+    if high > COVERAGE_FACTOR * low:
+        factor = f"by a factor of {high / low:.1f}" if low else "(one is empty)"
+        reasons.append(f"model counts differ {factor} ({a.models:,} and {b.models:,})")
+    if a.classifier_version != b.classifier_version:
+        reasons.append(f"classifier versions {a.classifier_version} and {b.classifier_version}")
+    return reasons
+
+
+def breaks(snapshots: Sequence[SnapshotMeta]) -> list[Break]:
+    """Where a history series (oldest first) is not comparable from one snapshot to the next."""
+    ordered = sorted(snapshots, key=lambda m: (m.taken_at, m.id))
+    return [Break(a, b, reasons) for a, b in pairwise(ordered) if (reasons := why_not_comparable(a, b))]
 
 
 def resolve_range(

@@ -34,21 +34,34 @@ class time_limit:
         _local.seconds = self._previous
 
 
+def _interrupt_after(con: duckdb.DuckDBPyConnection, seconds: float, done: threading.Event) -> None:
+    # DuckDB drops an interrupt that arrives before the statement starts executing (under load, parsing and
+    # binding can outlast a short limit): once the limit has passed, interrupt again until `run` is done.
+    if done.wait(seconds):
+        return
+    while True:
+        con.interrupt()
+        if done.wait(0.005):
+            return
+
+
 def run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | list[Any] | None = None) -> pa.Table:
     """Execute one statement with bound parameters and return its rows as an Arrow table.
 
-    Under `time_limit`, a timer interrupts the connection when the limit passes, and QueryTimeout is
-    raised; DuckDB stops the query at its next check, so the thread is free again at once.
+    Under `time_limit`, a thread interrupts the connection once the limit passes (and again until the
+    statement ends), and QueryTimeout is raised; DuckDB stops the query at its next check, so the thread is
+    free again at once.
     """
     seconds: float | None = getattr(_local, "seconds", None)
-    timer = threading.Timer(seconds, con.interrupt) if seconds else None
-    if timer is not None:
-        timer.daemon = True
-        timer.start()
+    done = threading.Event()
+    watcher = threading.Thread(target=_interrupt_after, args=(con, seconds, done), daemon=True) if seconds else None
+    if watcher is not None:
+        watcher.start()
     try:
         return con.sql(sql, params=params or {}).to_arrow_table()
     except duckdb.InterruptException:
         raise QueryTimeout(seconds or 0) from None
     finally:
-        if timer is not None:
-            timer.cancel()
+        if watcher is not None:
+            done.set()
+            watcher.join()  # no late interrupt may reach the connection's next statement

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
 from hubcensus.ingest.dumps import import_dump
-from hubcensus.queries.store import SnapshotStore
+from hubcensus.queries.frameworks import FRAMEWORKS
+from hubcensus.queries.history import breaks, why_not_comparable
+from hubcensus.queries.sql import QueryTimeout, run, time_limit
+from hubcensus.queries.store import SnapshotMeta, SnapshotStore
 from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, bucket_of
 from tests.helpers import hubcensus
@@ -309,3 +315,130 @@ def test_query_time_limit_answers_504(tmp_path: Path) -> None:
         assert r.status_code == 504
         assert r.json()["error"]["code"] == "query_timeout"
         assert c.get("/healthz").status_code == 200  # the worker thread is free again
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_a_universe_of_one_framework(api: TestClient, ids: dict[str, str], fw: str) -> None:
+    """ "How many models ship PyTorch at all?" is a valid question: every route and format answers it."""
+    records = load_list(LIST_2025)
+    buckets = Counter(bucket_of(r, "inferred", (fw,)) for r in records)
+    body = api.get("/v1/frameworks/share", params={"frameworks": fw}).json()
+    assert body["frameworks"] == [fw]
+    # Nothing can be shared within one framework; the bucket keeps every key, `combinations` empty.
+    assert body["total"] == {
+        "models": len(records),
+        "with_framework": buckets[fw],
+        "none": buckets["none"],
+        "shared": 0,
+        "exclusive": {fw: buckets[fw]},
+        "combinations": {},
+        "pct": {f"{fw}_only": 100.0 if buckets[fw] else None, "shared": 0.0 if buckets[fw] else None},
+    }
+    assert all(r["shared"] == 0 and r["combinations"] == {} for r in body["rows"])
+    # A trailing comma names the same universe: the very same answer.
+    assert api.get("/v1/frameworks/share", params={"frameworks": f"{fw},"}).json()["total"] == body["total"]
+    columns = ["models", "with_framework", "none", "shared", f"exclusive.{fw}", f"pct.{fw}_only", "pct.shared"]
+    a, b = ids["2024-12-15"], ids["2025-01-14"]
+    nothing = {"pipeline_tag": "no-such-task"}
+    routes: dict[str, tuple[list[str], dict[str, str]]] = {
+        "/v1/frameworks/share": (["group"], nothing),
+        "/v1/frameworks/trend": (["period"], nothing),
+        "/v1/frameworks/history": (["snapshot", "taken_at"], {"from": "2100-01-01"}),
+        f"/v1/snapshots/{a}/diff/{b}": (["group"], {}),
+    }
+    for route, (keys, empty) in routes.items():
+        charts = ("vl", "svg", "png") if "diff" not in route else ()
+        for fmt in ("json", "csv", "ndjson", "parquet", *charts):
+            r = api.get(route, params={"frameworks": fw, "_format": fmt})
+            assert r.status_code == 200, (route, fmt, r.text[:300])
+        # The flat columns depend on the universe only: the same with rows and with none.
+        for extra in ({}, empty):
+            params = {"frameworks": fw, **extra}
+            csv_header = api.get(route, params={**params, "_format": "csv"}).text.splitlines()[0]
+            assert csv_header.replace('"', "").split(",") == [*keys, *columns], (route, extra)
+            parquet = pq.read_table(io.BytesIO(api.get(route, params={**params, "_format": "parquet"}).content))
+            assert parquet.column_names == [*keys, *columns], (route, extra)
+
+
+def test_query_command_with_one_framework(data_dir: Path) -> None:
+    done = hubcensus("query", "share", "--frameworks", "pytorch", "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "exclusive.pytorch" in done.stdout
+
+
+def test_history_marks_the_snapshots_that_are_not_one_series(api: TestClient, ids: dict[str, str]) -> None:
+    """The 2022 crawl (29,432 models), the 2024-12-15 list (1,319) and the 2025-01-14 list (3,180) cover
+    different populations: each step is marked, with its reason."""
+    body = api.get("/v1/frameworks/history").json()
+    assert body["not_comparable"] == [
+        {
+            "before": ids["2022-02-21"],
+            "after": ids["2024-12-15"],
+            "reasons": ["model counts differ by a factor of 22.3 (29,432 and 1,319)"],
+        },
+        {
+            "before": ids["2024-12-15"],
+            "after": ids["2025-01-14"],
+            "reasons": ["model counts differ by a factor of 2.4 (1,319 and 3,180)"],
+        },
+    ]
+    one = api.get("/v1/frameworks/history", params={"from": "2025-01-01"}).json()
+    assert one["not_comparable"] == [] and len(one["rows"]) == 1
+
+
+def _meta(**changes: Any) -> SnapshotMeta:
+    base = {
+        "id": "a",
+        "taken_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "source": "https://huggingface.co",
+        "kind": "ingest",
+        "models": 1_000_000,
+        "bad_records": 0,
+        "duration_s": 1.0,
+        "classifier_version": "2026.11.1",
+        "published_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "params": {"limit": None, "filter": [], "expand": ["tags"]},
+    }
+    return SnapshotMeta.model_validate({**base, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({}, None),
+        ({"models": 1_900_000}, None),  # growth within the factor
+        ({"models": 2_100_000}, "model counts differ by a factor of 2.1 (1,000,000 and 2,100,000)"),
+        ({"models": 0}, "model counts differ (one is empty) (1,000,000 and 0)"),
+        ({"kind": "import", "source": "dump.jsonl"}, "an ingest and an import"),
+        ({"source": "http://mirror"}, "ingested from https://huggingface.co and http://mirror"),
+        ({"params": {"limit": 1000, "filter": [], "expand": ["tags"]}}, "ingested with different limits or filters"),
+        ({"params": {"limit": None, "filter": ["gguf"], "expand": ["tags"]}}, "ingested with different limits"),
+        ({"classifier_version": "2027.1.1"}, "classifier versions 2026.11.1 and 2027.1.1"),
+    ],
+)
+def test_why_not_comparable(changes: dict[str, Any], reason: str | None) -> None:
+    a, b = _meta(), _meta(id="b", taken_at=datetime(2025, 2, 1, tzinfo=UTC), **changes)
+    reasons = why_not_comparable(a, b)
+    if reason is None:
+        assert reasons == [] and breaks([b, a]) == []
+    else:
+        assert len(reasons) == 1 and reasons[0].startswith(reason)
+        (found,) = breaks([b, a])  # in time order, whatever order they come in
+        assert (found.before.id, found.after.id, found.reasons) == ("a", "b", reasons)
+    # Imports come from different files by nature: the file name alone is no reason.
+    assert why_not_comparable(_meta(kind="import", source="x.jsonl"), _meta(kind="import", source="y.jsonl")) == []
+
+
+def test_a_time_limit_that_passes_before_the_query_starts_still_stops_it() -> None:
+    """DuckDB drops an interrupt sent before a statement starts; under load a short limit can pass that early.
+
+    With a limit of a microsecond the deadline passes while the statement is still being prepared, every time
+    in practice: the query (about 4 s) must still be stopped, not run to its end.
+    """
+    con = duckdb.connect()
+    for _ in range(5):
+        started = time.monotonic()
+        with time_limit(1e-6), pytest.raises(QueryTimeout):
+            run(con, "SELECT count(*) FROM range(300000000) t(i) WHERE i % 7 = 3")
+        assert time.monotonic() - started < 2
+    assert run(con, "SELECT 42 AS answer").to_pylist() == [{"answer": 42}]  # the connection works after

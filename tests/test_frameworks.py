@@ -8,10 +8,14 @@ from typing import Any
 import duckdb
 import pytest
 
+from hubcensus.queries.buckets import bucket_columns, bucket_values, nest, to_bucket
 from hubcensus.queries.frameworks import (
+    BIT,
     FILE_RULES,
+    FRAMEWORKS,
     LIBRARY_RULES,
     TAG_RULES,
+    Framework,
     classify,
     combination_name,
     evidence,
@@ -102,8 +106,9 @@ def test_inferred_is_the_union_of_the_three_sources() -> None:
 
 
 def test_rule_tables_cover_every_framework() -> None:
-    assert set(TAG_RULES) == set(FILE_RULES) == {"pytorch", "tensorflow", "jax"}
-    assert set(LIBRARY_RULES.values()) <= {"pytorch", "tensorflow", "jax"}
+    assert set(TAG_RULES) == set(FILE_RULES) == set(BIT) == set(FRAMEWORKS)
+    assert set(LIBRARY_RULES.values()) <= set(FRAMEWORKS)
+    assert sorted(BIT.values()) == [1 << i for i in range(len(FRAMEWORKS))]  # one bit each, none shared
     assert "keras" not in LIBRARY_RULES and "transformers" not in LIBRARY_RULES
 
 
@@ -112,6 +117,36 @@ def test_combination_helpers() -> None:
     assert shared_combinations(["pytorch", "tensorflow"]) == [PT | TF]
     assert len(shared_combinations(["pytorch", "tensorflow", "jax"])) == 4
     assert mask_of(["jax", "pytorch"]) == PT | JX
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_a_bucket_of_one_framework(fw: Framework) -> None:
+    """With one framework nothing is shared: no combination columns, an empty `combinations`, shared 0."""
+    assert shared_combinations([fw]) == []
+    flat = bucket_values({0: 5, BIT[fw]: 3}, [fw])
+    assert list(flat) == [name for name, _ in bucket_columns([fw])]
+    assert list(flat) == [
+        "models",
+        "with_framework",
+        "none",
+        "shared",
+        f"exclusive.{fw}",
+        f"pct.{fw}_only",
+        "pct.shared",
+    ]
+    bucket = to_bucket(flat)
+    assert (bucket.models, bucket.with_framework, bucket.none, bucket.shared) == (8, 3, 5, 0)
+    assert bucket.exclusive == {fw: 3} and bucket.combinations == {}
+    assert bucket.pct == {f"{fw}_only": 100.0, "shared": 0.0}
+    # The JSON rows have the same keys as the total, in the same order.
+    assert list(nest(flat)) == list(bucket.model_dump())
+    # A row that is not a bucket gets nothing added.
+    assert nest({"models": 0, "with_framework": 0, "none": 0, "shared": 0}) == {
+        "models": 0,
+        "with_framework": 0,
+        "none": 0,
+        "shared": 0,
+    }
 
 
 def test_weight_file_filter_keeps_every_file_a_rule_can_match(crawl_2022: list[dict[str, Any]]) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from hubcensus.queries.history import framework_history, resolve_range
+from hubcensus.queries.history import breaks, framework_history, resolve_range
 from hubcensus.queries.share import GroupBy, Interval, framework_share, framework_trend
 from hubcensus.queries.store import SnapshotMeta
-from hubcensus.service.charts import history_spec, share_spec, trend_spec
+from hubcensus.service.charts import Scale, history_spec, share_spec, trend_spec
 from hubcensus.service.deps import CursorDep, SnapshotDep, StoreDep
 from hubcensus.service.errors import ApiError
 from hubcensus.service.params import Analysis, AnalysisDep, FilterDep, PageDep, normalized
@@ -34,6 +35,14 @@ def read_framework_share(
     flt: FilterDep,
     page: PageDep,
     by: Annotated[GroupBy, Query(description="The grouping column.")] = "pipeline_tag",
+    scale: Annotated[
+        Scale,
+        Query(
+            description="Charts only (`_format=svg|png|vl`): `percent` of the models with a framework per bucket, "
+            "with the percent of models with none beside; or the `count` of every bucket, none included. "
+            "The data formats answer the same data either way."
+        ),
+    ] = "percent",
 ) -> Response:
     """Of the models in each group, how many ship each framework only, several, or none.
 
@@ -54,7 +63,8 @@ def read_framework_share(
         rows, more = paged(result.rows, p)
         return Answer(rows, _envelope(meta, analysis, query, by=by, total=result.total.model_dump()), more)
 
-    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute, chart=share_spec)
+    chart = partial(share_spec, scale=scale)
+    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute, chart=chart)
 
 
 @router.get("/trend")
@@ -102,7 +112,11 @@ def read_framework_history(
         GroupBy | None, Query(description="Also split by this column (one row per snapshot and group).")
     ] = None,
 ) -> Response:
-    """The share at every snapshot in the range, oldest first: one line per bucket column over time."""
+    """The share at every snapshot in the range, oldest first: one line per bucket column over time.
+
+    `not_comparable` lists the consecutive snapshots whose shares are not one series (different coverage,
+    source or rules), with the reasons; the chart breaks its lines there.
+    """
     start, end = _utc(start), _utc(end)
     if start and end and start > end:
         raise ApiError(422, "invalid_parameter", "from must not be after to.")
@@ -121,8 +135,10 @@ def read_framework_history(
             flt=flt,
         )
         rows, more = paged(table, p)
+        ordered = sorted(snapshots, key=lambda m: (m.taken_at, m.id))
         envelope = {
-            "snapshots": [snapshot_ref(m) for m in sorted(snapshots, key=lambda m: m.taken_at)],
+            "snapshots": [{**snapshot_ref(m), "kind": m.kind, "source": m.source, "models": m.models} for m in ordered],
+            "not_comparable": [b.as_json() for b in breaks(ordered)],
             **analysis_envelope(analysis, query),
             "by": by,
         }
