@@ -18,7 +18,7 @@ from typing import Any
 from croniter import croniter
 
 from hubcensus.ingest.errors import IngestError
-from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
+from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub, redact_url
 from hubcensus.queries.control import pending_requests, take_requests, write_status
 from hubcensus.queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
 
@@ -66,8 +66,13 @@ def to_prune(snapshots: Sequence[SnapshotMeta], retention: Retention) -> list[Sn
 
 
 def prune(data_dir: Path, retention: Retention, source: str) -> list[str]:
-    """Remove this worker's ingest snapshots (same source) that retention does not keep; imports stay."""
-    mine = [m for m in SnapshotStore(data_dir).snapshots() if m.kind == "ingest" and m.source == source]
+    """Remove this worker's ingest snapshots (same source) that retention does not keep; imports stay.
+
+    Sources are compared as recorded, without credentials: snapshots of the same endpoint match whatever
+    user and password the URL carried (also those recorded before sources were redacted).
+    """
+    source = redact_url(source)
+    mine = [m for m in SnapshotStore(data_dir).snapshots() if m.kind == "ingest" and redact_url(m.source) == source]
     removed = []
     for meta in to_prune(mine, retention):
         remove_snapshot(data_dir, meta.id)
