@@ -1,19 +1,25 @@
-"""The `hubcensus` command: ingest, import, list snapshots, serve, demo."""
+"""The `hubcensus` command: ingest, import, list and delete snapshots, query, serve, demo, worker."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
+import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import typer
 from pydantic import ValidationError
@@ -28,15 +34,19 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Column, Table
+from typer.core import TyperGroup
 
 from hubcensus.config import Settings
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
-from hubcensus.ingest.hub import ingest_hub
+from hubcensus.ingest.hub import ingest_hub, redact_url
 from hubcensus.ingest.progress import Progress as Progress_
-from hubcensus.queries.store import SnapshotMeta, SnapshotStore
+from hubcensus.queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore, remove_snapshot
 
-app = typer.Typer(help="Reproducible numbers about the Hugging Face Hub.", no_args_is_help=True)
+# Plain help, not typer's rich panels: those print a type for every option, flags included
+# (`--run-now <bool>`, even `--help <bool>`), and read brackets in help texts as markup. The plain
+# formatter shows flags bare, and each option's `[env var: …; default: …]` as typer builds it.
+app = typer.Typer(help="Reproducible numbers about the Hugging Face Hub.", no_args_is_help=True, rich_markup_mode=None)
 err = Console(stderr=True, soft_wrap=True)
 # Piped output is not cut to 80 columns: tables of ids must stay whole for scripts and logs.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -44,10 +54,23 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 BUNDLED = "hub-2022-02-21.jsonl.gz"
 BUNDLED_TAKEN_AT = datetime(2022, 2, 21, tzinfo=UTC)
 
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Snapshot store [env HUBCENSUS_DATA_DIR, default ./data].")
-]
 
+def _setting(field: str, *decls: str, help: str, **kwargs: Any) -> Any:
+    """An option for a setting, read from the same environment variables as Settings, shown in --help."""
+    return typer.Option(*decls, envvar=Settings.env_names(field), show_envvar=True, help=help, **kwargs)
+
+
+DataDirOpt = Annotated[Path, _setting("data_dir", "--data-dir", help="The snapshot store.")]
+DATA_DIR: Path = Settings.default("data_dir")
+EndpointOpt = Annotated[
+    str,
+    _setting(
+        "hf_endpoint",
+        "--endpoint",
+        help="The Hub's URL. A user:password@ in it is sent as basic auth, and shown or stored as ***@.",
+    ),
+]
+ENDPOINT: str = Settings.default("hf_endpoint")
 
 # How each setting is spelled on the command line and in the environment, for error messages.
 _SETTING_NAMES = {
@@ -55,6 +78,7 @@ _SETTING_NAMES = {
     "HF_ENDPOINT": "--endpoint / HF_ENDPOINT",
     "HF_TOKEN": "--token / HF_TOKEN",
     "http_timeout": "--timeout / HUBCENSUS_HTTP_TIMEOUT",
+    "max_rate": "--max-rate / HUBCENSUS_MAX_RATE",
     "max_bad_share": "--max-bad-share / HUBCENSUS_MAX_BAD_SHARE",
     "query_timeout": "HUBCENSUS_QUERY_TIMEOUT",
     "cache_mb": "HUBCENSUS_CACHE_MB",
@@ -73,10 +97,35 @@ def _settings(**overrides: object) -> Settings:
         _fail(f"bad {_SETTING_NAMES.get(name, name)}: {first['msg'].removeprefix('Value error, ')}")
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: int = 1) -> NoReturn:
     # Messages carry user input and codes in brackets: escape them, or rich would read them as markup.
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
+
+
+def _usage_fail(message: str) -> NoReturn:
+    """A malformed command line: exit 2, as for the errors typer finds itself."""
+    _fail(message, code=2)
+
+
+def _existing(data_dir: Path) -> Path:
+    """The data dir of a command that only reads: a missing one is an error, not an empty store."""
+    if not data_dir.is_dir():
+        _fail(
+            f"data dir {data_dir} does not exist"
+            if not data_dir.exists()
+            else f"data dir {data_dir} is not a directory"
+        )
+    return data_dir
+
+
+def _created(data_dir: Path) -> Path:
+    """The data dir of a command that writes, created if needed."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot create data dir {data_dir}: {exc.strerror or exc}")
+    return data_dir
 
 
 def _report(meta: SnapshotMeta) -> None:
@@ -92,25 +141,28 @@ def _report(meta: SnapshotMeta) -> None:
 
 @app.command()
 def ingest(
-    endpoint: Annotated[
-        str | None, typer.Option(help="Hub URL [env HF_ENDPOINT, default https://huggingface.co].")
+    endpoint: EndpointOpt = ENDPOINT,
+    token: Annotated[
+        str | None, _setting("hf_token", "--token", help="Hub token; sent only to the endpoint, never shown.")
     ] = None,
-    token: Annotated[str | None, typer.Option(help="Hub token [env HF_TOKEN]; sent only to the endpoint.")] = None,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = DATA_DIR,
     limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many models.")] = None,
     filter: Annotated[
         list[str] | None, typer.Option("--filter", help="Only models with this tag (repeatable).")
     ] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per request [env HUBCENSUS_HTTP_TIMEOUT, 30].")] = None,
+    timeout: Annotated[
+        float, _setting("http_timeout", "--timeout", help="Seconds for each request (connect and read).")
+    ] = Settings.default("http_timeout"),
     max_rate: Annotated[
-        float | None, typer.Option(help="Most requests per second, 0 for no limit [env HUBCENSUS_MAX_RATE, 1.5].")
-    ] = None,
+        float, _setting("max_rate", "--max-rate", help="Most requests per second, 0 for no limit.")
+    ] = Settings.default("max_rate"),
 ) -> None:
     """Snapshot the Hub's model list through the official client (resumes a failed run)."""
     settings = _settings(
         data_dir=data_dir, hf_endpoint=endpoint, hf_token=token, http_timeout=timeout, max_rate=max_rate
     )
-    out.print(f"ingesting from {settings.hf_endpoint} into {settings.data_dir}", highlight=False)
+    out.print(f"ingesting from {redact_url(settings.hf_endpoint)} into {settings.data_dir}", highlight=False)
+    _created(settings.data_dir)
     stop = _stop_on_signals()
     with _progress(limit) as on_progress:
         try:
@@ -137,8 +189,8 @@ def worker(
     keep_monthly: Annotated[
         int, typer.Option(min=0, help="… of each of the last N months. All 0: keep everything.")
     ] = 0,
-    endpoint: Annotated[str | None, typer.Option(help="Hub URL [env HF_ENDPOINT].")] = None,
-    data_dir: DataDirOpt = None,
+    endpoint: EndpointOpt = ENDPOINT,
+    data_dir: DataDirOpt = DATA_DIR,
     limit: Annotated[int | None, typer.Option(min=1, help="Stop each run after this many models.")] = None,
     filter: Annotated[
         list[str] | None, typer.Option("--filter", help="Only models with this tag (repeatable).")
@@ -152,6 +204,7 @@ def worker(
         validate_schedule(schedule)
     except ValueError as exc:
         _fail(str(exc))
+    _created(settings.data_dir)
     stop = _stop_on_signals()
     run_worker(
         settings.data_dir,
@@ -211,18 +264,19 @@ def import_(
         datetime | None,
         typer.Option(
             formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%z"],
-            help="When the dump was taken (UTC unless a zone is given) [default: now].",
+            help="When the dump was taken, UTC unless a zone is given.",
+            show_default="now",
         ),
     ] = None,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = DATA_DIR,
     max_bad_share: Annotated[
-        float | None,
-        typer.Option(help="Fail above this share of bad records [env HUBCENSUS_MAX_BAD_SHARE, 0.05]."),
-    ] = None,
+        float, _setting("max_bad_share", "--max-bad-share", help="Fail above this share of bad records.")
+    ] = Settings.default("max_bad_share"),
 ) -> None:
     """Import a dump of Hub API model objects as a snapshot."""
     settings = _settings(data_dir=data_dir, max_bad_share=max_bad_share)
     when = (taken_at or datetime.now(UTC)).replace(tzinfo=(taken_at.tzinfo if taken_at else None) or UTC)
+    _created(settings.data_dir)
     with _progress(None, pages=False) as on_progress:
         try:
             meta = import_dump(
@@ -234,18 +288,18 @@ def import_(
 
 
 @app.command()
-def snapshots(data_dir: DataDirOpt = None) -> None:
+def snapshots(data_dir: DataDirOpt = DATA_DIR) -> None:
     """List published snapshots, newest first."""
     settings = _settings(data_dir=data_dir)
     table = Table("kind", "source", "models", "bad", "seconds")
     table.columns.insert(0, Column("taken_at", no_wrap=True))
     table.columns.insert(0, Column("id", no_wrap=True))
-    for m in SnapshotStore(settings.data_dir).snapshots():
+    for m in SnapshotStore(_existing(settings.data_dir)).snapshots():
         table.add_row(
             m.id,
             m.taken_at.isoformat(),
             m.kind,
-            m.source,
+            redact_url(m.source),  # also for snapshots recorded before sources were redacted
             f"{m.models:,}",
             f"{m.bad_records:,}",
             f"{m.duration_s:.1f}",
@@ -254,24 +308,59 @@ def snapshots(data_dir: DataDirOpt = None) -> None:
 
 
 @app.command()
+def delete(
+    snapshot: Annotated[
+        str, typer.Argument(help="The snapshot's id, as `hubcensus snapshots` lists it; `latest` is refused.")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; required when not on a terminal.")] = False,
+    data_dir: DataDirOpt = DATA_DIR,
+) -> None:
+    """Unpublish and delete one snapshot, named by its id; requests already reading it finish."""
+    if snapshot == "latest":
+        _fail("delete needs an explicit snapshot id, not `latest` (see `hubcensus snapshots`); nothing deleted")
+    settings = _settings(data_dir=data_dir)
+    store = SnapshotStore(_existing(settings.data_dir))
+    try:
+        meta = store.get(snapshot)
+    except SnapshotNotFound:
+        _fail(f"no snapshot with id {snapshot!r} in {settings.data_dir}; nothing deleted")
+    what = (
+        f"snapshot {meta.id} (taken {meta.taken_at.isoformat()}, {meta.kind} of {redact_url(meta.source)}, "
+        f"{meta.models:,} models)"
+    )
+    if not yes:
+        # Never a silent yes: a script or a pipe says so with --yes, and a prompt nobody sees cannot be answered.
+        if not sys.stdin.isatty():
+            _fail(f"not deleting {meta.id} without confirmation: stdin is not a terminal; pass --yes")
+        if not typer.confirm(f"delete {what}?"):
+            _fail("nothing deleted")
+    try:
+        remove_snapshot(settings.data_dir, meta.id)
+    except SnapshotNotFound:
+        _fail(f"snapshot {meta.id} was removed meanwhile; nothing deleted")
+    out.print(f"deleted {what}", highlight=False)
+
+
+@app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address [env HUBCENSUS_HOST, 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env HUBCENSUS_PORT, 8000].")] = None,
-    data_dir: DataDirOpt = None,
+    host: Annotated[str, _setting("host", "--host", help="Address to listen on.")] = Settings.default("host"),
+    port: Annotated[int, _setting("port", "--port", help="Port to listen on.")] = Settings.default("port"),
+    data_dir: DataDirOpt = DATA_DIR,
 ) -> None:
     """Serve the HTTP API over the snapshot store."""
     settings = _settings(data_dir=data_dir, host=host, port=port)
+    _existing(settings.data_dir)
     _serve(settings)
 
 
 @app.command()
 def demo(
-    port: Annotated[int | None, typer.Option(help="Port [env HUBCENSUS_PORT, 8000].")] = None,
-    data_dir: DataDirOpt = None,
+    port: Annotated[int, _setting("port", "--port", help="Port to listen on.")] = Settings.default("port"),
+    data_dir: DataDirOpt = DATA_DIR,
 ) -> None:
     """Import the bundled real 2022-02-21 Hub crawl if it is not there yet, and serve it."""
     settings = _settings(data_dir=data_dir, port=port)
-    store = SnapshotStore(settings.data_dir)
+    store = SnapshotStore(_created(settings.data_dir))
     if not any(m.source == BUNDLED for m in store.snapshots()):
         out.print(f"importing the bundled crawl {BUNDLED} (29,432 models) ...")
         with resources.as_file(resources.files("hubcensus") / "data" / BUNDLED) as path:
@@ -282,8 +371,8 @@ def demo(
     _serve(settings)
 
 
-# Each named query is an API route: the CLI runs the very same route in-process (no server, no socket),
-# so parameters, validation, errors and numbers are identical to the HTTP answers.
+# Each named query is an API route (its OpenAPI path): the CLI runs the very same route in-process (no
+# server, no socket), so parameters, validation, errors and numbers are identical to the HTTP answers.
 QUERIES: dict[str, str] = {
     "share": "/v1/frameworks/share",
     "trend": "/v1/frameworks/trend",
@@ -294,98 +383,307 @@ QUERIES: dict[str, str] = {
     "libraries": "/v1/libraries",
     "authors": "/v1/authors",
     "models": "/v1/models",
-    "model": "/v1/models/{id}",
+    "model": "/v1/models/{model_id}",
     "snapshots": "/v1/snapshots",
 }
+# The HTTP parameters the CLI sets itself: it fetches every page and chooses the format from --format.
+_CONTROL = frozenset({"_next", "_size", "_format"})
+# The options every query has, besides its route's.
+_OWN_OPTIONS = frozenset({"--format", "--data-dir", "--help"})
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def query(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(QUERIES)}.")],
-    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Run a named query: `hubcensus query share --method tags --frameworks pytorch,tensorflow --top 30`.
+@dataclass(frozen=True)
+class _Param:
+    """One route parameter as a command-line option: `min_downloads` is `--min-downloads`, `_sort` `--sort`."""
 
-    Parameters are the API's, as `--name value` (`--min-downloads 10` for min_downloads; `--a`/`--b`
-    for diff snapshots, `--id` for one model). The whole answer is fetched, page by page.
-    """
-    if name not in QUERIES:
-        _fail(f"unknown query {name!r}; one of: {', '.join(QUERIES)}")
-    if output not in ("table", "csv", "json"):
-        _fail(f"--format must be table, csv or json, not {output!r}")
-    params = _parse_params(ctx.args)
-    path = QUERIES[name]
-    for key in ("a", "b", "id"):
-        if "{" + key + "}" in path:
-            if key not in params:
-                _fail(f"query {name} needs --{key}")
-            path = path.replace("{" + key + "}", params.pop(key))
-    settings = _settings(data_dir=data_dir)
+    name: str  # as HTTP spells it
+    where: str  # "path" or "query"
+    required: bool
+    default: Any
+    help: str
+    metavar: str
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.lstrip("_").replace("_", "-")
+
+    @property
+    def ident(self) -> str:
+        # A Python identifier for typer, whatever the HTTP name (`from` is a keyword).
+        return "p_" + self.name.lstrip("_")
+
+
+@dataclass(frozen=True)
+class _Query:
+    """A named query: its route, its parameters, and whether it pages (and so also answers CSV)."""
+
+    name: str
+    path: str
+    summary: str
+    params: tuple[_Param, ...]
+    tabular: bool
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return ("table", "csv", "json") if self.tabular else ("table", "json")
+
+    def translate(self, message: str) -> str:
+        """An API error message with the CLI's option names instead of the HTTP parameter names."""
+        names = {p.name: p.option for p in self.params} | {"_format": "--format"}
+        for http, option in names.items():
+            if message.startswith(f"{http}: "):
+                message = option + message[len(http) :]
+            if "_" in http:  # never an English word; but 'pipeline_tag' in quotes is a value (of `by`), kept
+                message = re.sub(rf"(?<![\w'-]){re.escape(http)}(?![\w'-])", option, message)
+        return message
+
+
+@cache
+def _openapi() -> dict[str, Any]:
+    """The API's OpenAPI document: what each route takes, with descriptions, defaults and allowed values."""
+    from hubcensus.service.app import create_app
+
+    doc: dict[str, Any] = create_app(Path(".")).openapi()  # the store is not opened to describe routes
+    return doc
+
+
+def _query(name: str) -> _Query:
+    operation = _openapi()["paths"][QUERIES[name]]["get"]
+    params = []
+    tabular = False
+    for p in operation.get("parameters", []):
+        if p["name"] in _CONTROL:
+            tabular = True
+            continue
+        schema = next((s for s in p["schema"].get("anyOf", [p["schema"]]) if s.get("type") != "null"), p["schema"])
+        params.append(
+            _Param(
+                name=p["name"],
+                where=p["in"],
+                required=p.get("required", False),
+                default=p["schema"].get("default"),
+                help=" ".join(filter(None, [p.get("description", ""), _range(schema)])),
+                metavar=_metavar(schema),
+            )
+        )
+    query = _Query(
+        name, QUERIES[name], operation.get("description") or operation.get("summary", ""), tuple(params), tabular
+    )
+    clash = {p.option for p in query.params} & _OWN_OPTIONS
+    if clash:
+        raise RuntimeError(f"query {name}: route parameter(s) {sorted(clash)} clash with the CLI's own options")
+    return query
+
+
+def _metavar(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return "<" + "|".join(str(v) for v in schema["enum"]) + ">"
+    kind = {"integer": "int", "number": "float", "boolean": "bool"}.get(schema.get("type", ""))
+    return f"<{kind or schema.get('format') or 'str'}>"
+
+
+def _range(schema: dict[str, Any]) -> str:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None and high is not None:
+        return f"[{low}<=x<={high}]"
+    return f"[x>={low}]" if low is not None else f"[x<={high}]" if high is not None else ""
+
+
+class _Queries(TyperGroup):
+    """`hubcensus query NAME`: one sub-command per named query, built from its route only when asked for."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(QUERIES)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        return _query_command(_query(cmd_name)) if cmd_name in QUERIES else None
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in QUERIES:
+            _usage_fail(f"unknown query {args[0]!r}; one of: {', '.join(QUERIES)}")
+        return super().resolve_command(ctx, args)
+
+
+query_app = typer.Typer(
+    cls=_Queries,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Run a named query, the API's routes in-process: `hubcensus query share --method tags --top 30`. "
+    "`hubcensus query NAME --help` lists its options. The whole answer is fetched, page by page.",
+)
+app.add_typer(query_app, name="query")
+
+
+def _query_command(query: _Query) -> Any:
+    """The sub-command of one query, its options generated from the route's parameters."""
+
+    def run(ctx: typer.Context, **values: Any) -> None:
+        output, data_dir = values.pop("output"), values.pop("data_dir")
+        if ctx.args:
+            options = ", ".join(p.option for p in query.params)
+            _usage_fail(f"query {query.name} has no option {ctx.args[0]}; its options: {options}, --format, --data-dir")
+        if output not in query.formats:
+            _usage_fail(f"--format: query {query.name} answers {', '.join(query.formats)}, not {output!r}")
+        given = {p: values[p.ident] for p in query.params if values[p.ident] is not None}
+        _run_query(query, given, output, _existing(_settings(data_dir=data_dir).data_dir))
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("ctx", keyword, annotation=typer.Context),
+            *(
+                inspect.Parameter(
+                    p.ident,
+                    keyword,
+                    default=inspect.Parameter.empty if p.required else p.default,
+                    annotation=Annotated[
+                        str if p.required else str | None,
+                        typer.Option(p.option, help=p.help, metavar=p.metavar),
+                    ],
+                )
+                for p in query.params
+            ),
+            inspect.Parameter(
+                "output",
+                keyword,
+                default="table",
+                annotation=Annotated[
+                    str,
+                    typer.Option(
+                        "--format",
+                        metavar=f"<{'|'.join(query.formats)}>",
+                        help="How to print the answer" + ("; csv is the API's CSV feed." if query.tabular else "."),
+                    ),
+                ],
+            ),
+            inspect.Parameter("data_dir", keyword, default=DATA_DIR, annotation=DataDirOpt),
+        ]
+    )
+    single = typer.Typer(rich_markup_mode=None, add_completion=False)
+    single.command(
+        name=query.name,
+        help=query.summary,
+        # Unknown options reach `run`, which refuses them with the list of this query's options.
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )(run)
+    return typer.main.get_command(single)
+
+
+def _run_query(query: _Query, given: dict[_Param, str], output: str, data_dir: Path) -> None:
     from fastapi.testclient import TestClient
 
     from hubcensus.service.app import create_app
+    from hubcensus.service.render import MAX_PAGE
 
-    with TestClient(create_app(settings.data_dir), raise_server_exceptions=False) as client:
+    path = query.path
+    params: dict[str, Any] = {}
+    for param, value in given.items():
+        if param.where == "path":
+            path = path.replace("{" + param.name + "}", quote(value, safe="/"))
+        else:
+            params[param.name] = value
+    if query.tabular:
+        params["_size"] = MAX_PAGE
+    with TestClient(create_app(data_dir), raise_server_exceptions=False) as client:
         if output == "csv":
-            response = client.get(path, params={**params, "_format": "csv", "_size": "10000"})
-            _check(response)
+            response = client.get(path, params={**params, "_format": "csv"})
+            _check(response, query)
             out.file.write(response.text)
+            # Every page has the header line; the pages after the first are written without it.
+            while "next" in response.links:
+                response = client.get(response.links["next"]["url"])
+                _check(response, query)
+                out.file.write(response.text.partition("\n")[2])
             return
         response = client.get(path, params=params)
-        _check(response)
+        _check(response, query)
         body = response.json()
-        rows = body.get("rows") if isinstance(body, dict) else None
+        rows = body.get("rows")
         while rows is not None and body.get("next_url"):
-            body = client.get(body["next_url"]).json()
+            page = client.get(body["next_url"])
+            _check(page, query)
+            body = page.json()
             rows.extend(body["rows"])
-    if output == "json" or rows is None:
-        out.print_json(data=response.json() if rows is None else {**response.json(), "rows": rows, "next": None})
-        return
-    _print_table(response.json(), rows)
+    first = response.json()
+    if output == "json":
+        # json.dumps, not rich's print_json: that one takes about a second per thousand rows.
+        whole = first if rows is None else {**first, "rows": rows, "next": None, "next_url": None}
+        out.file.write(json.dumps(whole, indent=2, ensure_ascii=False) + "\n")
+    elif rows is not None:
+        _print_table(first, rows)
+    else:
+        _print_object(first)
 
 
-def _parse_params(args: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    it = iter(args)
-    for arg in it:
-        if not arg.startswith("--"):
-            _fail(f"expected --name value, got {arg!r}")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            value = next(it, None)  # type: ignore[assignment]
-            if value is None:
-                _fail(f"--{key} needs a value")
-        params[key.replace("-", "_") if key not in ("from", "to") else key] = value
-    return params
-
-
-def _check(response: Any) -> None:
+def _check(response: Any, query: _Query) -> None:
     if response.status_code >= 400:
         error = response.json().get("error", {})
-        _fail(f"{error.get('message', response.text)} [{error.get('code', response.status_code)}]")
+        message = query.translate(error.get("message", response.text))
+        _fail(f"{message} [{error.get('code', response.status_code)}]")
+
+
+def _facts(envelope: dict[str, Any]) -> str:
+    """The envelope's scalars on one line: `snapshot ID · method tags · …`, the context of the rows."""
+    facts = []
+    for key, value in envelope.items():
+        if key in ("rows", "query", "next", "next_url"):
+            continue
+        if isinstance(value, dict) and "id" in value:
+            facts.append(f"{key} {value['id']}")
+        elif isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+            facts.append(f"{key} {','.join(map(str, value))}")
+        elif isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values()):
+            facts.append(f"{key} " + ", ".join(f"{k} {v}" for k, v in value.items()))
+        elif value is not None and not isinstance(value, (dict, list)):
+            facts.append(f"{key} {value}")
+    return " · ".join(facts)
 
 
 def _print_table(envelope: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    snapshot = envelope.get("snapshot") or {}
-    facts = [f"snapshot {snapshot.get('id')}" if snapshot else None]
-    facts += [f"{k} {envelope[k]}" for k in ("method", "weight", "by", "interval") if envelope.get(k)]
-    out.print(" · ".join(f for f in facts if f), highlight=False)
+    out.print(_facts(envelope), highlight=False)
     flat = [_flatten(r) for r in rows]
-    table = Table(*(flat[0].keys() if flat else ["(no rows)"]))
+    columns = list(dict.fromkeys(key for row in flat for key in row))  # every row's keys, in order
+    # The first column (id, group, value) is never cut; the others fold rather than lose characters.
+    table = Table(*(Column(c, no_wrap=i == 0, overflow="fold") for i, c in enumerate(columns or ["(no rows)"])))
     for row in flat:
-        table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+        table.add_row(*(_cell(row.get(c)) for c in columns))
     out.print(table)
 
 
-def _flatten(row: dict[str, Any]) -> dict[str, Any]:
+def _print_object(body: dict[str, Any]) -> None:
+    """An answer that is not rows: its list (the snapshots) as a table, or its object field by field."""
+    lists = [v for v in body.values() if isinstance(v, list)]
+    if len(lists) == 1 and all(isinstance(r, dict) for r in lists[0]):
+        _print_table({k: v for k, v in body.items() if not isinstance(v, list)}, lists[0])
+        return
+    objects = {k: v for k, v in body.items() if isinstance(v, dict) and k != "snapshot"}
+    out.print(_facts({k: v for k, v in body.items() if k not in objects}), highlight=False)
+    fields = _flatten(next(iter(objects.values()))) if len(objects) == 1 else _flatten(objects)
+    table = Table("field", "value")
+    for key, value in fields.items():
+        table.add_row(key, _cell(value))
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) if not isinstance(v, dict) else " ".join(map(str, v.values())) for v in value)
+    return str(value)
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
+            flat.update(_flatten(value, f"{prefix}{key}."))
         else:
-            flat[key] = value
+            flat[f"{prefix}{key}"] = value
     return flat
 
 

@@ -47,6 +47,19 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @classmethod
+    def env_names(cls, field: str) -> list[str]:
+        """The environment variables a setting is read from, first match wins (for help and messages)."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, AliasChoices):
+            return [str(choice) for choice in alias.choices]
+        return [f"{cls.model_config.get('env_prefix', '')}{field}".upper()]
+
+    @classmethod
+    def default(cls, field: str) -> Any:
+        """A setting's default, as the command line shows it."""
+        return cls.model_fields[field].default
+
     def hub_options(self, **overrides: Any) -> HubOptions:
         """The ingest options these settings give."""
         return HubOptions(

@@ -15,11 +15,13 @@ import json
 import logging
 import threading
 import time
+from base64 import b64encode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx2
 from huggingface_hub import set_client_factory
@@ -75,23 +77,49 @@ class HubOptions:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-def configure_http(endpoint: str, timeout: float) -> None:
-    """Give every Hub request a timeout, and keep the token on the configured endpoint.
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without its `user:password@` part, and that user and password (decoded), if it had one."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=hostport)), (unquote(user), unquote(password))
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown or stored: a `user:password@` part becomes `***@`; the rest is kept.
+
+    Everything that records an endpoint (logs, printed lines, meta.json `source`, status.json, error
+    messages) goes through this, so credentials given in the URL never leave the request itself.
+    """
+    parts = urlsplit(url)
+    _, at, hostport = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"***@{hostport}")) if at else url
+
+
+def configure_http(endpoint: str, timeout: float, basic_auth: tuple[str, str] | None = None) -> None:
+    """Give every Hub request a timeout, and keep the credentials on the configured endpoint.
 
     huggingface_hub's own listing calls pass `timeout=None`, which overrides any client default, so we
     keep its client factory (offline mode, request ids) and add a request hook that (1) sets the
-    request's connect/read/write/pool timeouts, which httpx reads from the request itself, and (2)
-    strips the Authorization header from any request leaving the endpoint's origin: a redirect or a
-    `Link: rel="next"` pointing elsewhere must never receive the token.
+    request's connect/read/write/pool timeouts, which httpx reads from the request itself, (2) strips
+    the Authorization header from any request leaving the endpoint's origin: a redirect or a
+    `Link: rel="next"` pointing elsewhere must never receive the token, and (3) with `basic_auth` (the
+    `user:password@` of the endpoint URL), sends it on every request to that origin: httpx would send
+    URL credentials on the first page only, since the `Link` of the next pages carries none.
     """
     origin = httpx2.URL(endpoint)
     timeouts = httpx2.Timeout(timeout).as_dict()
+    basic = "Basic " + b64encode(":".join(basic_auth).encode()).decode() if basic_auth else None
 
     def on_request(request: httpx2.Request) -> None:
         request.extensions["timeout"] = timeouts
         url = request.url
         if (url.scheme, url.host, url.port) != (origin.scheme, origin.host, origin.port):
             request.headers.pop("authorization", None)
+        elif basic is not None:
+            request.headers["authorization"] = basic
 
     def factory() -> httpx2.Client:
         client = default_client_factory()
@@ -156,7 +184,9 @@ def _fetch_page(
             if opts.stop.wait(wait):
                 raise Cancelled("stopped while retrying a page") from exc
             continue
-        return records, response.links.get("next", {}).get("url"), response
+        next_url = response.links.get("next", {}).get("url")
+        # A Link with credentials in it: they would be stored in the resume state and logged on retries.
+        return records, split_userinfo(next_url)[0] if next_url else None, response
     raise AssertionError("unreachable")
 
 
@@ -178,20 +208,25 @@ def ingest_hub(
     than `options.resume_max_age`.
     """
     opts = options or HubOptions(endpoint=endpoint, token=token, timeout=timeout, max_rate=0)
-    endpoint = opts.endpoint.rstrip("/")
-    configure_http(endpoint, opts.timeout)
+    # Credentials in the URL are sent as a header, never as part of a URL that could be logged or stored;
+    # `shown` is the endpoint as it appears anywhere else (logs, errors, meta.json `source`).
+    endpoint, basic_auth = split_userinfo(opts.endpoint.rstrip("/"))
+    shown = redact_url(opts.endpoint.rstrip("/"))
+    configure_http(endpoint, opts.timeout, basic_auth)
+    if basic_auth and opts.token:
+        log.warning("the endpoint URL has a user and password: they are sent instead of the token")
     # token=False: with no token given, send none, rather than one found on disk or in HF_TOKEN.
-    headers = build_hf_headers(token=opts.token or False, library_name="hubcensus")
+    headers = build_hf_headers(token=(None if basic_auth else opts.token) or False, library_name="hubcensus")
     params: dict[str, Any] = {"limit": limit, "filter": list(filters), "expand": EXPAND}
     pacer = _Pacer(opts.max_rate, opts.stop)
     started = time.monotonic()
     with (
         bulk_gc(),
-        storage_errors(endpoint),
+        storage_errors(shown),
         SnapshotWriter(
             data_dir,
             taken_at=datetime.now(UTC),
-            source=endpoint,
+            source=shown,
             kind="ingest",
             params=params,
             resume_key=_resume_key(endpoint, filters, limit, opts.page_size),
@@ -199,11 +234,11 @@ def ingest_hub(
         ) as writer,
     ):
         if writer.resumed:
-            log.info("resuming %s after %d pages (%d models)", endpoint, writer.pages, writer.rows_seen)
+            log.info("resuming %s after %d pages (%d models)", shown, writer.pages, writer.rows_seen)
             url: str | None = writer.next_url
             query: dict[str, Any] | None = None
         else:
-            log.info("ingest from %s into snapshot %s", endpoint, writer.id)
+            log.info("ingest from %s into snapshot %s", shown, writer.id)
             url = f"{endpoint}/api/models"
             query = {"limit": min(opts.page_size, limit or opts.page_size), "expand": EXPAND}
             if filters:
@@ -224,16 +259,16 @@ def ingest_hub(
                     on_progress(Progress(writer.pages, writer.rows_seen, limit, time.monotonic() - started))
         except httpx2.TimeoutException as exc:
             raise IngestError(
-                f"The Hub at {endpoint} did not answer within {opts.timeout:g} s, after retries "
+                f"The Hub at {shown} did not answer within {opts.timeout:g} s, after retries "
                 f"({type(exc).__name__}); nothing was published. Raise --timeout or try later."
             ) from exc
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
             raise IngestError(
-                f"The Hub at {endpoint} answered HTTP {status} after retries; nothing was published."
+                f"The Hub at {shown} answered HTTP {status} after retries; nothing was published."
             ) from exc
         except httpx2.HTTPError as exc:
-            raise IngestError(f"Reading {endpoint}/api/models failed: {exc}; nothing was published.") from exc
+            raise IngestError(f"Reading {shown}/api/models failed: {exc}; nothing was published.") from exc
         return writer.publish()
 
 

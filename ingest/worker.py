@@ -2,12 +2,14 @@
 
 The worker and the API meet only in the data dir: the worker writes `status.json` (atomically) for
 `GET /v1/status`, and picks up `requests/*.json`, which `POST /v1/snapshots` drops there, as "run now".
+A heartbeat in `status.json` tells the API whether a worker is there at all to take such a request.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from typing import Any
 from croniter import croniter
 
 from hubcensus.ingest.errors import IngestError
-from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
+from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub, redact_url
 from hubcensus.queries.control import pending_requests, take_requests, write_status
 from hubcensus.queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
 
@@ -66,8 +68,13 @@ def to_prune(snapshots: Sequence[SnapshotMeta], retention: Retention) -> list[Sn
 
 
 def prune(data_dir: Path, retention: Retention, source: str) -> list[str]:
-    """Remove this worker's ingest snapshots (same source) that retention does not keep; imports stay."""
-    mine = [m for m in SnapshotStore(data_dir).snapshots() if m.kind == "ingest" and m.source == source]
+    """Remove this worker's ingest snapshots (same source) that retention does not keep; imports stay.
+
+    Sources are compared as recorded, without credentials: snapshots of the same endpoint match whatever
+    user and password the URL carried (also those recorded before sources were redacted).
+    """
+    source = redact_url(source)
+    mine = [m for m in SnapshotStore(data_dir).snapshots() if m.kind == "ingest" and redact_url(m.source) == source]
     removed = []
     for meta in to_prune(mine, retention):
         remove_snapshot(data_dir, meta.id)
@@ -130,34 +137,64 @@ def run_worker(
     filters: Sequence[str] = (),
     limit: int | None = None,
     poll: float = 1.0,
+    heartbeat: float = 10.0,
 ) -> None:
-    """Run on the schedule until `options.stop` is set. A run is also started by a snapshot request."""
+    """Run on the schedule until `options.stop` is set. A run is also started by a snapshot request.
+
+    Every `heartbeat` seconds, during runs too, `heartbeat_at` in status.json says the worker is alive;
+    the API refuses snapshot requests when it is older than `STALE_BEATS` heartbeats (queries/control.py).
+    """
     validate_schedule(schedule)
     stop = options.stop
     write_status(
         data_dir,
-        worker={"pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(), "schedule": schedule},
+        worker={
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "started_at": datetime.now(UTC).isoformat(),
+            "schedule": schedule,
+            "endpoint": redact_url(options.endpoint.rstrip("/")),
+            "poll_s": poll,
+            "heartbeat_s": heartbeat,
+        },
         state="idle",
+        heartbeat_at=datetime.now(UTC).isoformat(),
     )
-    due = run_now
-    while not stop.is_set():
-        if not due:
-            when = next_run(schedule, datetime.now(UTC))
-            write_status(data_dir, next_run=when.isoformat())
-            log.info("next run at %s (schedule %r)", when.isoformat(), schedule)
-            due = _sleep_until(when, data_dir, stop, poll)
+    beating = threading.Event()
+    beat = threading.Thread(target=_beat, args=(data_dir, heartbeat, beating), name="heartbeat", daemon=True)
+    beat.start()
+    try:
+        due = run_now
+        while not stop.is_set():
             if not due:
+                when = next_run(schedule, datetime.now(UTC))
+                write_status(data_dir, next_run=when.isoformat())
+                log.info("next run at %s (schedule %r)", when.isoformat(), schedule)
+                due = _sleep_until(when, data_dir, stop, poll)
+                if not due:
+                    break
+            due = False
+            taken = take_requests(data_dir)
+            if taken:
+                log.info("run requested: %s", ", ".join(taken))
+            try:
+                run_once(data_dir, options, retention=retention, filters=filters, limit=limit)
+            except Cancelled:
                 break
-        due = False
-        taken = take_requests(data_dir)
-        if taken:
-            log.info("run requested: %s", ", ".join(taken))
-        try:
-            run_once(data_dir, options, retention=retention, filters=filters, limit=limit)
-        except Cancelled:
-            break
-    write_status(data_dir, state="stopped", next_run=None)
+    finally:
+        beating.set()
+        beat.join()
+        write_status(data_dir, state="stopped", next_run=None, heartbeat_at=datetime.now(UTC).isoformat())
     log.info("worker stopped")
+
+
+def _beat(data_dir: Path, every: float, done: threading.Event) -> None:
+    """Write `heartbeat_at` every `every` seconds until `done`; in a thread, so a long run beats too."""
+    while not done.wait(every):
+        try:
+            write_status(data_dir, heartbeat_at=datetime.now(UTC).isoformat())
+        except OSError as exc:  # a full disk must not kill the worker; the run reports it
+            log.warning("could not write the heartbeat: %s", exc)
 
 
 def _sleep_until(when: datetime, data_dir: Path, stop: threading.Event, poll: float) -> bool:

@@ -1,7 +1,7 @@
 """The data dir's control files, where the worker and the API meet besides the snapshots themselves.
 
-- `status.json`: the worker's state, next run, last success and failure; written atomically by the worker,
-  read by `GET /v1/status`.
+- `status.json`: the worker's state, next run, last success and failure, and its heartbeat; written
+  atomically by the worker, read by `GET /v1/status` and `POST /v1/snapshots`.
 - `requests/<id>.json`: "take a snapshot now", dropped by `POST /v1/snapshots`, consumed by the worker.
 """
 
@@ -10,12 +10,23 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 STATUS_NAME = "status.json"
 REQUESTS_DIR = "requests"
+
+# A worker is presumed gone after missing this many heartbeats in a row, and never sooner than STALE_MIN_S:
+# a loaded machine or a slow disk can delay one write, and a false "no worker" would refuse a request.
+STALE_BEATS = 3
+STALE_MIN_S = 60.0
+
+# One writer at a time in this process: the worker's heartbeat thread and its main loop both merge into
+# status.json, and an unlocked read-merge-write of one could undo the other's change.
+_status_lock = threading.Lock()
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:
@@ -29,13 +40,68 @@ def read_status(data_dir: Path) -> dict[str, Any]:
 
 def write_status(data_dir: Path, **changes: Any) -> dict[str, Any]:
     """Merge changes into status.json, atomically (write aside, rename over)."""
-    status = {**read_status(data_dir), **changes}
-    path = Path(data_dir) / STATUS_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    aside = path.with_name(f".{STATUS_NAME}.{os.getpid()}")
-    aside.write_text(json.dumps(status, indent=2, default=str))
-    os.replace(aside, path)
-    return status
+    with _status_lock:
+        status = {**read_status(data_dir), **changes}
+        path = Path(data_dir) / STATUS_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(f".{STATUS_NAME}.{os.getpid()}")
+        aside.write_text(json.dumps(status, indent=2, default=str))
+        os.replace(aside, path)
+        return status
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Whether a worker serves this data dir, from its last heartbeat in status.json."""
+
+    state: Literal["idle", "running", "stopped", "gone", "none"]
+    last_seen: datetime | None
+    stale_after_s: float
+    pickup_s: float | None  # how soon an idle worker notices a request
+
+    @property
+    def alive(self) -> bool:
+        """A worker that will act on a snapshot request."""
+        return self.state in ("idle", "running")
+
+    def describe(self, now: datetime) -> str:
+        """One sentence for people: what the worker is doing, or when it was last seen."""
+        seen = (
+            f"{self.last_seen.isoformat()} ({(now - self.last_seen).total_seconds():.0f} s ago)"
+            if self.last_seen
+            else "never"
+        )
+        if self.state == "idle":
+            return f"The worker is idle; a requested snapshot starts within {self.pickup_s or 1:g} s."
+        if self.state == "running":
+            return "The worker is taking a snapshot; a requested one starts when it ends."
+        if self.state == "stopped":
+            return f"The worker stopped; last seen {seen}."
+        if self.state == "gone":
+            return (
+                f"The worker was last seen {seen}; with no heartbeat for {self.stale_after_s:g} s it is presumed gone."
+            )
+        return "No worker has ever run on this data dir."
+
+
+def worker_liveness(status: dict[str, Any], now: datetime) -> Liveness:
+    """The worker's liveness from its status: running or idle only with a heartbeat fresher than the limit."""
+    worker = status.get("worker") or {}
+    beat = status.get("heartbeat_at")
+    last_seen = datetime.fromisoformat(beat) if isinstance(beat, str) else None
+    stale_after = max(STALE_BEATS * float(worker.get("heartbeat_s") or 0), STALE_MIN_S)
+    pickup = worker.get("poll_s")
+
+    def liveness(state: Literal["idle", "running", "stopped", "gone", "none"]) -> Liveness:
+        return Liveness(state, last_seen, stale_after, float(pickup) if pickup is not None else None)
+
+    if not worker:
+        return liveness("none")
+    if status.get("state") == "stopped":
+        return liveness("stopped")
+    if last_seen is None or (now - last_seen).total_seconds() > stale_after:
+        return liveness("gone")
+    return liveness("running" if status.get("state") == "running" else "idle")
 
 
 def request_snapshot(data_dir: Path) -> str:

@@ -28,6 +28,7 @@ ErrorCode = Literal[
     "model_not_found",
     "admin_disabled",
     "unauthorized",
+    "no_worker",
     "http_error",
     "internal_error",
 ]

@@ -284,7 +284,7 @@ def test_query_command(data_dir: Path, ids: dict[str, str]) -> None:
     bad = hubcensus("query", "share", "--method", "weights", "--data-dir", str(data_dir))
     assert bad.returncode == 1 and "[invalid_parameter]" in bad.stderr
     unknown = hubcensus("query", "nonsense", "--data-dir", str(data_dir))
-    assert unknown.returncode == 1 and "unknown query" in unknown.stderr
+    assert unknown.returncode == 2 and "unknown query" in unknown.stderr
 
 
 def test_query_time_limit_answers_504(tmp_path: Path) -> None:

@@ -261,6 +261,7 @@ def run_service(
     """Start one compose service as a process (killed at the end if still running); wait until an API answers."""
     service = compose["services"][name]
     port = free_port() if "ports" in service else None
+    data_dir.mkdir(parents=True, exist_ok=True)  # as the image's /data and the volume: `serve` needs it to exist
     log = tmp_path / f"{label or name}.log"
     with log.open("wb") as out:
         popen = subprocess.Popen(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,8 +19,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from hubcensus.ingest.worker import Retention, next_run, to_prune, validate_schedule
-from hubcensus.queries.control import read_status
+from hubcensus.ingest.hub import HubOptions
+from hubcensus.ingest.worker import Retention, next_run, run_worker, to_prune, validate_schedule
+from hubcensus.queries.control import pending_requests, read_status, take_requests, write_status
 from hubcensus.queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
 from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, TAKEN_2022
@@ -84,6 +88,7 @@ def _wait(predicate: Any, seconds: float = 60) -> None:
 def api_on(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`hubcensus serve` in its own process, with an admin token, over tmp_path/data."""
     data_dir, port = tmp_path / "data", free_port()
+    data_dir.mkdir()  # `serve` only reads: it refuses a data dir that does not exist
     proc = subprocess.Popen(
         [sys.executable, "-m", "hubcensus", "serve", "--port", str(port), "--data-dir", str(data_dir)],
         stdout=subprocess.DEVNULL,
@@ -92,7 +97,8 @@ def api_on(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         env={**os.environ, "HUBCENSUS_ADMIN_TOKEN": "s3cret-admin-token"},
     )
     url = f"http://127.0.0.1:{port}"
-    _wait(lambda: _up(url))
+    _wait(lambda: _up(url) or proc.poll() is not None)
+    assert proc.poll() is None, proc.communicate()[1]
     yield url, data_dir
     proc.terminate()
     _, stderr = proc.communicate(timeout=10)
@@ -109,28 +115,142 @@ def _up(url: str) -> bool:
 def test_worker_runs_now_then_on_request_and_prunes(api_on: tuple[str, Path], crawl_2022: list[dict[str, Any]]) -> None:
     url, data_dir = api_on
     with HubServer(crawl_2022[:3000], page_size=1000) as hub:
-        proc = _worker(data_dir, hub.url, "--schedule", "0 3 * * *", "--run-now", "--keep-daily", "1")
+        # Credentials in the endpoint: sent to the Hub, shown nowhere, and retention still finds the worker's own.
+        endpoint = hub.url.replace("http://", "http://user:s3cr3t-pw@")
+        proc = _worker(data_dir, endpoint, "--schedule", "0 3 * * *", "--run-now", "--keep-daily", "1")
         try:
             _wait(lambda: (read_status(data_dir).get("last_success") or {}).get("models") == 3000)
             first = read_status(data_dir)["last_success"]["snapshot"]
             status = httpx.get(f"{url}/v1/status").json()
             assert status["state"] == "idle" and status["next_run"].endswith("03:00:00+00:00")
             assert status["latest_snapshot"]["id"] == first and status["last_failure"] is None
+            assert status["worker"]["endpoint"] == hub.url.replace("http://", "http://***@")
+            assert status["liveness"]["alive"] is True and status["liveness"]["state"] == "idle"
             # Take a snapshot now, through the admin API; the worker picks the request up.
             auth = {"Authorization": "Bearer s3cret-admin-token"}
             accepted = httpx.post(f"{url}/v1/snapshots", headers=auth)
             assert accepted.status_code == 202
+            assert accepted.json()["message"] == "The worker will start a run within 1 s."
             _wait(lambda: read_status(data_dir)["last_success"]["snapshot"] != first)
             second = read_status(data_dir)["last_success"]
             # keep-daily 1: the older snapshot of the same day is pruned, the newest stays.
             assert second["pruned"] == [first]
-            assert [s["id"] for s in httpx.get(f"{url}/v1/snapshots").json()["snapshots"]] == [second["snapshot"]]
+            listing = httpx.get(f"{url}/v1/snapshots")
+            assert [s["id"] for s in listing.json()["snapshots"]] == [second["snapshot"]]
+            served = listing.text + httpx.get(f"{url}/v1/status").text
         finally:
             proc.send_signal(signal.SIGTERM)
             output = proc.communicate(timeout=30)[0]
+        assert {r.headers.get("authorization", "")[:6] for r in hub.requests if r.path == "/api/models"} == {"Basic "}
     assert proc.returncode == 0, output
     assert "next run at" in output and "worker stopped" in output
     assert read_status(data_dir)["state"] == "stopped"
+    for where in (output, served, (data_dir / "status.json").read_text(), *_metas(data_dir)):
+        assert "s3cr3t" not in where
+
+
+def _metas(data_dir: Path) -> list[str]:
+    return [p.read_text() for p in (data_dir / "snapshots").glob("*/meta.json")]
+
+
+def test_snapshot_requests_follow_the_worker_liveness(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
+    auth = {"Authorization": "Bearer tok-123456"}
+    app = create_app(tmp_path, admin_token="tok-123456")
+
+    def post() -> tuple[int, dict[str, Any]]:
+        with TestClient(app) as c:
+            answer = c.post("/v1/snapshots", headers=auth)
+            return answer.status_code, answer.json()
+
+    def liveness() -> dict[str, Any]:
+        with TestClient(app) as c:
+            body: dict[str, Any] = c.get("/v1/status").json()["liveness"]
+            return body
+
+    # No worker ever ran here: refused, nothing queued (it would stay pending forever).
+    status, body = post()
+    assert status == 503 and body["error"]["code"] == "no_worker"
+    assert body["error"]["message"].startswith("No worker has ever run on this data dir. Nothing was queued")
+    assert "hubcensus worker --schedule" in body["error"]["message"] and pending_requests(tmp_path) == []
+    assert liveness()["alive"] is False and liveness()["state"] == "none"
+    # Documented: the code in the error schema, the 503 on the route.
+    openapi = app.openapi()
+    assert "no_worker" in openapi["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"]
+    assert "no_worker" in openapi["paths"]["/v1/snapshots"]["post"]["responses"]["503"]["description"]
+
+    slow = threading.Event()
+
+    def slow_pages(info: RequestInfo) -> Response | None:
+        if slow.is_set():
+            time.sleep(0.5)
+        return None
+
+    with HubServer(crawl_2022[:6000], page_size=1000, hook=slow_pages) as hub:
+        slow.set()
+        proc = _worker(tmp_path, hub.url, "--schedule", "0 3 * * *", "--run-now")
+        try:
+            # A run in progress: accepted, and it says the request waits for that run.
+            _wait(lambda: read_status(tmp_path).get("state") == "running")
+            status, body = post()
+            assert status == 202 and body["worker"] == "running"
+            assert body["message"] == "A run is in progress; this request runs after it."
+            assert liveness()["alive"] is True and liveness()["state"] == "running"
+            slow.clear()
+            # The queued request is the next run; after it the worker is idle again.
+            _wait(lambda: len(SnapshotStore(tmp_path).snapshots()) == 2 and read_status(tmp_path)["state"] == "idle")
+            assert pending_requests(tmp_path) == []
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+    # Stopped: refused, saying when it was last seen.
+    status, body = post()
+    assert status == 503 and body["error"]["code"] == "no_worker" and pending_requests(tmp_path) == []
+    assert body["error"]["message"].startswith("The worker stopped; last seen 20")
+
+    # Killed (kill -9, a lost host): its status still says idle, but the heartbeat stops. Started, then
+    # killed, and its last heartbeat put 5 minutes back, as if that had been 5 minutes ago.
+    proc = _worker(tmp_path, "http://127.0.0.1:9", "--schedule", "0 3 * * *")
+    _wait(lambda: read_status(tmp_path).get("state") == "idle" and read_status(tmp_path)["worker"]["pid"] == proc.pid)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert post()[0] == 202  # fresh heartbeat: not yet known to be gone
+    assert len(take_requests(tmp_path)) == 1  # (a dead worker's request: cleared by hand here)
+    beat = datetime.fromisoformat(read_status(tmp_path)["heartbeat_at"]) - timedelta(minutes=5)
+    write_status(tmp_path, heartbeat_at=beat.isoformat())
+    status, body = post()
+    assert status == 503 and body["error"]["code"] == "no_worker" and pending_requests(tmp_path) == []
+    assert re.match(
+        rf"The worker was last seen {re.escape(beat.isoformat())} \(3\d\d s ago\)", body["error"]["message"]
+    )
+    assert "no heartbeat for 60 s it is presumed gone" in body["error"]["message"]
+    assert liveness()["state"] == "gone" and liveness()["stale_after_s"] == 60
+
+
+def test_the_heartbeat_beats_during_a_run(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
+    def slow_pages(info: RequestInfo) -> Response | None:
+        time.sleep(0.3)
+        return None
+
+    beats: set[str] = set()
+    with HubServer(crawl_2022[:5000], page_size=1000, hook=slow_pages) as hub:
+        options = HubOptions(endpoint=hub.url, max_rate=0)
+        worker = threading.Thread(
+            target=run_worker, args=(tmp_path, "0 3 * * *", options), kwargs={"run_now": True, "heartbeat": 0.2}
+        )
+        worker.start()
+        try:
+            _wait(lambda: read_status(tmp_path).get("state") == "running")
+            while read_status(tmp_path).get("state") == "running":
+                beats.add(read_status(tmp_path)["heartbeat_at"])
+                time.sleep(0.05)
+        finally:
+            options.stop.set()
+            worker.join(30)
+    assert len(SnapshotStore(tmp_path).snapshots()) == 1
+    assert len(beats) >= 3  # a run of about 1.5 s, a beat every 0.2 s
+    status = read_status(tmp_path)
+    assert status["worker"]["heartbeat_s"] == 0.2 and status["worker"]["hostname"] == socket.gethostname()
+    assert status["state"] == "stopped"
 
 
 def test_sigterm_mid_run_publishes_nothing_and_keeps_whole_pages(
@@ -185,8 +305,19 @@ def test_admin_actions_are_off_without_a_token_and_need_it(demo_data_dir: Path, 
         assert c.delete(f"/v1/snapshots/{snapshot_id}", headers=good).status_code == 204
         assert c.get(f"/v1/snapshots/{snapshot_id}").status_code == 404
         assert c.delete(f"/v1/snapshots/{snapshot_id}", headers=good).status_code == 404
-        assert c.post("/v1/snapshots", headers=good).json()["status_url"] == "/v1/status"
-        assert len(c.get("/v1/status").json()["pending_requests"]) == 1
+
+
+def test_delete_needs_an_explicit_id_never_latest(tmp_path: Path) -> None:
+    for day in ("2022-02-21", "2022-02-22"):
+        hubcensus("import", str(BUNDLED), "--data-dir", str(tmp_path), "--taken-at", day)
+    before = [m.id for m in SnapshotStore(tmp_path).snapshots()]
+    with TestClient(create_app(tmp_path, admin_token="tok-123456")) as c:
+        for _ in range(2):  # a retried call must not delete the next newest either
+            refused = c.delete("/v1/snapshots/latest", headers={"Authorization": "Bearer tok-123456"})
+            assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_parameter"
+            assert "explicit snapshot id, not `latest`" in refused.json()["error"]["message"]
+            assert refused.json()["error"]["details"][0]["parameter"] == "snapshot"
+    assert [m.id for m in SnapshotStore(tmp_path).snapshots()] == before
 
 
 def _open_snapshot_files(snapshot_id: str) -> int:

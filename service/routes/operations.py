@@ -6,28 +6,48 @@ import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hubcensus.queries.control import pending_requests, read_status, request_snapshot
+from hubcensus.queries.control import (
+    Liveness,
+    pending_requests,
+    read_status,
+    request_snapshot,
+    worker_liveness,
+)
 from hubcensus.queries.store import SnapshotNotFound, remove_snapshot
 from hubcensus.service.deps import StoreDep, lookup_snapshot
-from hubcensus.service.errors import ERROR_RESPONSES, ApiError
+from hubcensus.service.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from hubcensus.service.metrics import Metrics
 
 router = APIRouter(tags=["operations"], responses=ERROR_RESPONSES)
 
 
+def _liveness_body(liveness: Liveness, now: datetime) -> dict[str, Any]:
+    return {
+        "alive": liveness.alive,
+        "state": liveness.state,
+        "last_seen": liveness.last_seen,
+        "seen_s_ago": round((now - liveness.last_seen).total_seconds(), 1) if liveness.last_seen else None,
+        "stale_after_s": liveness.stale_after_s,
+        "message": liveness.describe(now),
+    }
+
+
 @router.get("/v1/status")
 def read_status_route(request: Request, store: StoreDep) -> dict[str, Any]:
-    """The worker's last success, last failure and reason, next scheduled run, and the newest snapshot."""
+    """The worker: whether it is alive (its heartbeat), last success, last failure and reason, next run;
+    and the newest snapshot. `state` is what the worker last wrote; `liveness` says whether it is still there."""
     data_dir = store.data_dir
     status = read_status(data_dir)
     snapshots = store.snapshots()
     latest = snapshots[0] if snapshots else None
+    now = datetime.now(UTC)
     return {
         "worker": status.get("worker"),
+        "liveness": _liveness_body(worker_liveness(status, now), now),
         "state": status.get("state", "unknown" if not status else None),
         "next_run": status.get("next_run"),
         "last_success": status.get("last_success"),
@@ -67,19 +87,58 @@ def require_admin(request: Request, authorization: Annotated[str | None, Header(
 AdminDep = Depends(require_admin)
 
 
-@router.post("/v1/snapshots", status_code=202, dependencies=[AdminDep])
+@router.post(
+    "/v1/snapshots",
+    status_code=202,
+    dependencies=[AdminDep],
+    responses={503: {"model": ErrorResponse, "description": "`no_worker`: no live worker; nothing was queued"}},
+)
 def create_snapshot(store: StoreDep) -> JSONResponse:
-    """Ask the worker to take a snapshot now; follow it in `GET /v1/status`."""
+    """Ask the worker to take a snapshot now; follow it in `GET /v1/status`.
+
+    Queued (202) only when a worker is alive (its heartbeat in status.json is fresh): the message says
+    whether it starts at once or after the run in progress. Without one, 503 `no_worker` and nothing is
+    queued: a request nobody takes would stay pending forever.
+    """
+    now = datetime.now(UTC)
+    liveness = worker_liveness(read_status(store.data_dir), now)
+    if not liveness.alive:
+        raise ApiError(
+            503,
+            "no_worker",
+            f"{liveness.describe(now)} Nothing was queued: start a worker on this data dir "
+            "(`hubcensus worker --schedule CRON`), or take a snapshot with `hubcensus ingest`.",
+        )
     request_id = request_snapshot(store.data_dir)
     return JSONResponse(
-        {"request": request_id, "status_url": "/v1/status", "message": "The worker will take a snapshot now."},
+        {
+            "request": request_id,
+            "status_url": "/v1/status",
+            "worker": liveness.state,
+            "message": f"The worker will start a run within {liveness.pickup_s or 1:g} s."
+            if liveness.state == "idle"
+            else "A run is in progress; this request runs after it.",
+        },
         status_code=202,
     )
 
 
 @router.delete("/v1/snapshots/{snapshot}", status_code=204, dependencies=[AdminDep])
-def delete_snapshot(store: StoreDep, snapshot: str) -> Response:
-    """Unpublish and delete a snapshot; requests already reading it finish normally."""
+def delete_snapshot(
+    store: StoreDep,
+    snapshot: Annotated[
+        str, Path(description="A snapshot id; `latest` is refused: a retried delete must not remove the next newest.")
+    ],
+) -> Response:
+    """Unpublish and delete a snapshot, named by its id; requests already reading it finish normally."""
+    if snapshot == "latest":
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            "snapshot: deleting needs an explicit snapshot id, not `latest` (see GET /v1/snapshots); "
+            "nothing was deleted.",
+            [{"parameter": "snapshot", "in": "path", "message": "an explicit snapshot id is required"}],
+        )
     meta = lookup_snapshot(store, snapshot)
     try:
         remove_snapshot(store.data_dir, meta.id)
