@@ -266,11 +266,14 @@ def serve(
 
 @app.command()
 def demo(
+    host: Annotated[
+        str | None, typer.Option(help="Address [env HUBCENSUS_HOST, 127.0.0.1; 0.0.0.0 in a container].")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port [env HUBCENSUS_PORT, 8000].")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Import the bundled real 2022-02-21 Hub crawl if it is not there yet, and serve it."""
-    settings = _settings(data_dir=data_dir, port=port)
+    settings = _settings(data_dir=data_dir, host=host, port=port)
     store = SnapshotStore(settings.data_dir)
     if not any(m.source == BUNDLED for m in store.snapshots()):
         out.print(f"importing the bundled crawl {BUNDLED} (29,432 models) ...")

@@ -27,8 +27,9 @@ import httpx
 import pytest
 
 from hubcensus.config import Settings
+from hubcensus.queries.store import SnapshotStore
 from tests.conftest import ROOT
-from tests.helpers import free_port
+from tests.helpers import free_port, hubcensus_server
 from tests.hubserver import HubServer, RequestInfo, Response
 
 BIN = Path(sys.executable).parent  # the venv's bin/, where `pip install` put the `hubcensus` command
@@ -496,6 +497,43 @@ def test_dockerfile_essentials() -> None:
     packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
     copied = {rest.split()[0] for stage in stages for instruction, rest in stage if instruction == "COPY"}
     assert packages <= copied, f"packages not copied into the image: {packages - copied}"
+
+
+def test_dockerfile_examples_listen_on_every_interface() -> None:
+    # The `docker run` lines in the Dockerfile's header: each publishes a port, and the process inside listens
+    # on 0.0.0.0 (the image's CMD, or `--host 0.0.0.0` on a command given after the image name).
+    lines = [line.lstrip("#").split(" # ")[0].strip() for line in DOCKERFILE.read_text().splitlines()]
+    runs = [shlex.split(line) for line in lines if line.startswith("docker run ")]
+    assert any("demo" in run for run in runs), "the header shows no `hubcensus demo`"
+    cmd = next(json.loads(rest) for instruction, rest in dockerfile_stages()[-1] if instruction == "CMD")
+    for run in runs:
+        image = run.index("hubcensus")  # the first bare `hubcensus` is the image, the second the command
+        assert "-p" in run[:image], run
+        command = run[image + 1 :] or cmd
+        assert command[0] == "hubcensus" and command[command.index("--host") + 1] == "0.0.0.0", run
+
+
+def test_demo_listens_where_it_is_told(tmp_path: Path) -> None:
+    # `hubcensus demo --host` (and HUBCENSUS_HOST), as `serve`: in a container the demo must listen on
+    # 0.0.0.0. Here another loopback address stands for it, and the default one must stay silent.
+    data_dir = str(tmp_path / "data")
+    for label, flags, env in (
+        ("flag", ["--host", "127.0.0.2"], {}),
+        ("env", [], {"HUBCENSUS_HOST": "127.0.0.2"}),
+    ):
+        port = free_port()
+        args = ["demo", *flags, "--port", str(port), "--data-dir", data_dir]
+        with hubcensus_server(args, f"http://127.0.0.2:{port}", tmp_path / f"demo-{label}.log", env) as proc:
+            share = httpx.get(f"http://127.0.0.2:{port}{SHARE}", params={"method": "tags"}, timeout=30).json()
+            assert share["total"]["models"] == 29432
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            proc.terminate()
+            assert proc.wait(30) == 0
+        log = (tmp_path / f"demo-{label}.log").read_text()
+        assert f"on http://127.0.0.2:{port}" in log
+    # The second start found the crawl imported by the first: one snapshot, not two.
+    assert len(SnapshotStore(Path(data_dir)).snapshots()) == 1
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:
