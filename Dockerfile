@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# hubcensus: one image for both processes of docker-compose.yml.
+# hubcensus: one image for both hubcensus services of docker-compose.yml (its proxy is the nginx image).
 #   api     (default command)  hubcensus serve --host 0.0.0.0 --port 8000
 #   worker                      hubcensus worker --schedule "0 3 * * *" --run-now ...
 # They share the snapshot store, a volume at /data (HUBCENSUS_DATA_DIR).
