@@ -840,9 +840,14 @@ def test_the_proxy_spreads_requests_over_the_api_replicas(
             assert proxy.terminate() == 0, proxy.tail()
             assert "[emerg]" not in proxy.output() and "[alert]" not in proxy.output()
         finally:
+            # SIGTERM, never a bare SIGKILL: a killed master leaves its workers running, holding the port.
             if popen.poll() is None:
-                popen.kill()
-                popen.wait(10)
+                popen.terminate()
+                try:
+                    popen.wait(10)
+                except subprocess.TimeoutExpired:
+                    popen.kill()
+                    popen.wait(10)
 
 
 # --- 3. the Dockerfile and .dockerignore ---------------------------------------------------------
