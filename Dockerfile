@@ -1,13 +1,17 @@
 # syntax=docker/dockerfile:1
 #
-# hubcensus: one image for both processes of docker-compose.yml.
+# hubcensus: one image for both hubcensus services of docker-compose.yml (its proxy is the nginx image).
 #   api     (default command)  hubcensus serve --host 0.0.0.0 --port 8000
 #   worker                      hubcensus worker --schedule "0 3 * * *" --run-now ...
 # They share the snapshot store, a volume at /data (HUBCENSUS_DATA_DIR).
 #
 #   docker build -t hubcensus .
-#   docker run --rm -p 8000:8000 -v hubcensus-data:/data hubcensus
-#   docker run --rm -v hubcensus-data:/data hubcensus hubcensus demo --port 8000   # the bundled 2022 crawl
+#   docker run --rm -p 127.0.0.1:8000:8000 -v hubcensus-data:/data hubcensus
+#   docker run --rm -p 127.0.0.1:8000:8000 -v hubcensus-demo:/data hubcensus hubcensus demo --host 0.0.0.0 --port 8000
+# The last one imports the bundled 2022-02-21 crawl and serves it. Inside a container the API must listen on
+# every interface (--host 0.0.0.0): on 127.0.0.1, the default, nothing outside the container reaches it.
+# `-p 127.0.0.1:8000:8000` publishes it on the host's loopback only; leave out `127.0.0.1:` to publish it
+# on every interface of the host.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

@@ -92,12 +92,17 @@ print(by_task.select("group", *SHARE_COLUMNS).head(5))
 
 
 def read_all(path: str, **params: str | int) -> pl.DataFrame:
-    """Every page of a CSV feed into one polars frame, following the `Link: rel="next"` header."""
-    response = http.get(path, params={"snapshot": SNAPSHOT, **params, "_format": "csv"}).raise_for_status()
-    pages = [pl.read_csv(io.BytesIO(response.content))]
+    """Every page of a feed into one polars frame, following the `Link: rel="next"` header.
+
+    Parquet, not CSV: a Parquet page carries its columns' types, the same on every page. From CSV, polars
+    infers each page's types from its values, and a page where every `downloads` is null reads as text,
+    which then cannot be stacked on the pages where it is a number.
+    """
+    response = http.get(path, params={"snapshot": SNAPSHOT, **params, "_format": "parquet"}).raise_for_status()
+    pages = [pl.read_parquet(io.BytesIO(response.content))]
     while "next" in response.links:
         response = http.get(response.links["next"]["url"]).raise_for_status()
-        pages.append(pl.read_csv(io.BytesIO(response.content)))
+        pages.append(pl.read_parquet(io.BytesIO(response.content)))
     return pl.concat(pages)
 
 

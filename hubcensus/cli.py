@@ -77,6 +77,7 @@ _SETTING_NAMES = {
     "data_dir": "--data-dir / HUBCENSUS_DATA_DIR",
     "HF_ENDPOINT": "--endpoint / HF_ENDPOINT",
     "HF_TOKEN": "--token / HF_TOKEN",
+    "HF_TOKEN_PATH": "HF_TOKEN_PATH",
     "http_timeout": "--timeout / HUBCENSUS_HTTP_TIMEOUT",
     "max_rate": "--max-rate / HUBCENSUS_MAX_RATE",
     "max_bad_share": "--max-bad-share / HUBCENSUS_MAX_BAD_SHARE",
@@ -195,16 +196,29 @@ def worker(
     filter: Annotated[
         list[str] | None, typer.Option("--filter", help="Only models with this tag (repeatable).")
     ] = None,
+    seed_bundled: Annotated[
+        bool,
+        _setting(
+            "seed_bundled",
+            "--seed-bundled",
+            help="Into a store with no snapshot, first import the bundled 2022-02-21 crawl, so the API has "
+            "something to serve before the first run ends.",
+        ),
+    ] = Settings.default("seed_bundled"),
 ) -> None:
     """Take snapshots on a schedule until SIGTERM/SIGINT; prune by retention after each success."""
     from hubcensus.ingest.worker import Retention, run_worker, validate_schedule
 
-    settings = _settings(data_dir=data_dir, hf_endpoint=endpoint)
+    settings = _settings(data_dir=data_dir, hf_endpoint=endpoint, seed_bundled=seed_bundled)
     try:
         validate_schedule(schedule)
     except ValueError as exc:
         _fail(str(exc))
     _created(settings.data_dir)
+    # Only into an empty store: once it holds any snapshot, a restart must not bring the crawl back (it may
+    # have been deleted on purpose). It is an import, so retention never prunes it.
+    if settings.seed_bundled and not SnapshotStore(settings.data_dir).snapshots():
+        _import_bundled(settings.data_dir)
     stop = _stop_on_signals()
     run_worker(
         settings.data_dir,
@@ -355,20 +369,28 @@ def serve(
 
 @app.command()
 def demo(
+    host: Annotated[
+        str, _setting("host", "--host", help="Address to listen on (0.0.0.0 in a container).")
+    ] = Settings.default("host"),
     port: Annotated[int, _setting("port", "--port", help="Port to listen on.")] = Settings.default("port"),
     data_dir: DataDirOpt = DATA_DIR,
 ) -> None:
     """Import the bundled real 2022-02-21 Hub crawl if it is not there yet, and serve it."""
-    settings = _settings(data_dir=data_dir, port=port)
+    settings = _settings(data_dir=data_dir, host=host, port=port)
     store = SnapshotStore(_created(settings.data_dir))
     if not any(m.source == BUNDLED for m in store.snapshots()):
-        out.print(f"importing the bundled crawl {BUNDLED} (29,432 models) ...")
-        with resources.as_file(resources.files("hubcensus") / "data" / BUNDLED) as path:
-            try:
-                _report(import_dump(path, settings.data_dir, taken_at=BUNDLED_TAKEN_AT, max_bad_share=0.0))
-            except IngestError as exc:
-                _fail(str(exc))
+        _import_bundled(settings.data_dir)
     _serve(settings)
+
+
+def _import_bundled(data_dir: Path) -> None:
+    """Import the crawl shipped in the package as a snapshot dated 2022-02-21, when it was taken."""
+    out.print(f"importing the bundled crawl {BUNDLED} (29,432 models, taken 2022-02-21) ...", highlight=False)
+    with resources.as_file(resources.files("hubcensus") / "data" / BUNDLED) as path:
+        try:
+            _report(import_dump(path, data_dir, taken_at=BUNDLED_TAKEN_AT, max_bad_share=0.0))
+        except IngestError as exc:
+            _fail(str(exc))
 
 
 # Each named query is an API route (its OpenAPI path): the CLI runs the very same route in-process (no

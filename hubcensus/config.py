@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("HF_TOKEN"), description="Hub token, sent only to the endpoint."
     )
+    # HF_TOKEN_PATH is huggingface_hub's own name for the file holding the token: a Docker secret is such a
+    # file (/run/secrets/hf_token), kept out of the environment, `docker inspect` and the process table.
+    hf_token_from_file: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("HF_TOKEN_PATH"),
+        description="The Hub token read from this file (empty: none); HF_TOKEN and --token win over it.",
+    )
     http_timeout: float = Field(30.0, gt=0, description="Seconds for each Hub request (connect and read).")
     max_rate: float = Field(1.5, ge=0, description="Most Hub requests per second (0: no limit).")
     max_retries: int = Field(5, ge=0, le=20, description="Retries of one Hub page on 429, 5xx, timeouts, bad bodies.")
@@ -36,9 +43,26 @@ class Settings(BaseSettings):
         1024, ge=64, description="Memory DuckDB may use for queries and cached data, all snapshots together, in MiB."
     )
     admin_token: SecretStr | None = Field(None, description="Enables POST/DELETE /v1/snapshots; required as Bearer.")
+    seed_bundled: bool = Field(
+        False, description="The worker imports the bundled 2022-02-21 crawl when the store has no snapshot."
+    )
     log_format: Literal["text", "json"] = Field("text", description="Log lines as text or JSON lines.")
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
+
+    @field_validator("hf_token_from_file", mode="before")
+    @classmethod
+    def _read_token_file(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        path = Path(str(value))
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"the token file {path} is not UTF-8 text") from None
+        return token or None  # an empty file (compose's default secret is /dev/null): no token
 
     @field_validator("hf_endpoint")
     @classmethod
@@ -60,11 +84,17 @@ class Settings(BaseSettings):
         """A setting's default, as the command line shows it."""
         return cls.model_fields[field].default
 
+    def token(self) -> str | None:
+        """The Hub token: --token, else HF_TOKEN, else the file HF_TOKEN_PATH names (as huggingface_hub
+        itself prefers HF_TOKEN to its token file); None for anonymous access."""
+        secret = self.hf_token or self.hf_token_from_file
+        return secret.get_secret_value() if secret else None
+
     def hub_options(self, **overrides: Any) -> HubOptions:
         """The ingest options these settings give."""
         return HubOptions(
             endpoint=self.hf_endpoint,
-            token=self.hf_token.get_secret_value() if self.hf_token else None,
+            token=self.token(),
             timeout=self.http_timeout,
             max_rate=self.max_rate,
             max_retries=self.max_retries,

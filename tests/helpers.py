@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import uvicorn
 
 from hubcensus.service.app import create_app
@@ -47,3 +49,41 @@ def serving(data_dir: Path, *, cache_bytes: int = 64 * 2**20) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+@contextmanager
+def hubcensus_server(
+    args: list[str], url: str, log: Path, env: dict[str, str] | None = None, seconds: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`hubcensus ARGS` (a command that serves, e.g. `demo`) as its own process, from the venv's console
+    script, with no HUBCENSUS_* or HF_* variable but `env`; yields once `url`/healthz answers 200, and
+    stops it (SIGTERM, then SIGKILL) at the end. Its output goes to `log`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HUBCENSUS_", "HF_"))}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "hubcensus"), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**clean, **(env or {})},
+            cwd=log.parent,
+        )
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"`hubcensus {' '.join(args)}` did not serve {url}:\n{log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)

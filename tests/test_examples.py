@@ -1,8 +1,11 @@
-"""examples/notebook.py, run for real as a script against a served data dir, as a reader would run it."""
+"""examples/notebook.py, run for real as a script against a served data dir, as a reader would run it: against
+`hubcensus demo` itself (what `make demo` serves: the bundled crawl only), and against a store of two snapshots.
+"""
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -13,11 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import polars as pl
 import pytest
 
 from hubcensus.ingest.dumps import import_dump
+from hubcensus.queries.store import SnapshotStore
 from tests.conftest import BUNDLED, FIXTURES, ROOT, TAKEN_2022, bucket_of
-from tests.helpers import serving
+from tests.helpers import free_port, hubcensus_server, serving
 
 NOTEBOOK = ROOT / "examples" / "notebook.py"
 LISTING_2024 = FIXTURES / "rimel_2024-12-15_list.json.gz"
@@ -36,6 +42,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     latest = import_dump(LISTING_2024, data_dir, taken_at=TAKEN_2024, max_bad_share=0.0)
     with serving(data_dir) as url:
         yield url, data_dir, latest.id
+
+
+@pytest.fixture(scope="module")
+def make_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str]]:
+    """`hubcensus demo` for real, as `make demo` runs it: it imports the bundled crawl into an empty data dir
+    and serves it. Yields the URL, the data dir and the snapshot id."""
+    workdir = tmp_path_factory.mktemp("make-demo")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with hubcensus_server(["demo", "--port", str(port), "--data-dir", "data"], url, workdir / "demo.log"):
+        (snapshot,) = SnapshotStore(workdir / "data").snapshots()
+        yield url, workdir / "data", snapshot.id
 
 
 def run_notebook(url: str, data_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -73,6 +91,65 @@ def summary(records: list[dict[str, Any]]) -> str:
     )
 
 
+HEADLINE_2022 = "2022-02-21: 29,432 models, PyTorch-only 90.54 %, TensorFlow-only 1.39 %, shared 8.07 %"
+
+
+def test_notebook_runs_against_make_demo(
+    make_demo: tuple[str, Path, str], crawl_2022: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    # What a newcomer runs first: `make demo` in one terminal, the notebook in another. The shared-bucket
+    # models list has pages whose `downloads` are all null (page 16 at 100 a page): the notebook must still
+    # stack every page.
+    url, data_dir, snapshot = make_demo
+    done = run_notebook(url, data_dir, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert f"service {url}: 1 snapshot(s), latest {snapshot}" in out
+    assert f"pinned snapshot {snapshot} (taken 2022-02-21T00:00:00Z, 29,432 models)" in out
+    assert summary(crawl_2022) == HEADLINE_2022.split(": ", 1)[1]
+    for part in ("[service]", "[in-process]"):
+        assert f"{part} {HEADLINE_2022}" in out.splitlines()
+    assert "[in-process] agrees with the service: top 30 totals are identical" in out
+    shared = buckets_of(crawl_2022)["shared"]
+    assert shared > 1500  # more than 15 pages of 100: the all-null page is among them
+    assert f"[polars] {shared:,} models ship both PyTorch and TensorFlow weights (all pages)" in out
+
+
+def test_every_parquet_page_of_a_feed_has_the_same_types(make_demo: tuple[str, Path, str]) -> None:
+    # The typed feed: a Parquet page states its columns' types, so pages stack whatever their values. The
+    # same pages as CSV carry no types: polars infers them page by page, and a page whose `downloads` are
+    # all null reads as text (why the notebook pages with Parquet).
+    url, _, snapshot = make_demo
+    params: dict[str, str | int] = {
+        "snapshot": snapshot,
+        "method": "tags",
+        "frameworks": "pytorch,tensorflow",
+        "bucket": "shared",
+        "_size": 100,
+    }
+
+    def pages(fmt: str) -> list[pl.DataFrame]:
+        frames = []
+        with httpx.Client(timeout=60) as http:
+            response = http.get(f"{url}/v1/models", params={**params, "_format": fmt}).raise_for_status()
+            while True:
+                body = io.BytesIO(response.content)
+                frames.append(pl.read_parquet(body) if fmt == "parquet" else pl.read_csv(body))
+                if "next" not in response.links:
+                    return frames
+                response = http.get(response.links["next"]["url"]).raise_for_status()
+
+    parquet = pages("parquet")
+    assert len(parquet) > 15
+    assert any(page["downloads"].null_count() == page.height for page in parquet), "no all-null page any more"
+    assert all(page.schema == parquet[0].schema for page in parquet)
+    assert parquet[0].schema["downloads"] == pl.Int64
+    assert parquet[0].schema["created_at"] == pl.Datetime("us", "UTC")
+    assert pl.concat(parquet).height == sum(page.height for page in parquet)
+    # The same rows as CSV: the reason above, shown (if polars ever types an all-null CSV column, this says so).
+    assert len({page.schema["downloads"] for page in pages("csv")}) == 2
+
+
 def test_notebook_runs_against_a_service_and_its_files(
     served: tuple[str, Path, str], crawl_2022: list[dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -85,7 +162,7 @@ def test_notebook_runs_against_a_service_and_its_files(
     assert f"pinned snapshot {latest} (taken 2024-12-15T00:00:00Z, 1,319 models)" in out
 
     # The README's headline figure, over HTTP (history feed) and in-process (snapshot file) alike.
-    headline = "2022-02-21: 29,432 models, PyTorch-only 90.54 %, TensorFlow-only 1.39 %, shared 8.07 %"
+    headline = HEADLINE_2022
     assert summary(crawl_2022) == headline.split(": ", 1)[1]
     with gzip.open(LISTING_2024, "rt") as f:
         listing_2024: list[dict[str, Any]] = json.load(f)
