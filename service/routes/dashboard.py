@@ -15,6 +15,7 @@ from hubcensus.queries.history import framework_history
 from hubcensus.queries.share import GroupBy, framework_share, framework_trend
 from hubcensus.service.charts import history_spec, share_spec, to_svg, trend_spec
 from hubcensus.service.deps import StoreDep, lookup_snapshot
+from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, json_errors
 from hubcensus.service.render import AnswerCache, dumps_json
 from hubcensus.service.responses import snapshot_ref
 
@@ -38,7 +39,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, responses=json_errors({**ERROR_RESPONSES, **TIMEOUT_RESPONSE}))
 def read_dashboard(
     request: Request,
     store: StoreDep,
