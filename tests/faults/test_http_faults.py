@@ -372,6 +372,7 @@ def test_json_logs_of_an_ingest_hold_huggingface_hubs_warnings(
             text=True,
             timeout=120,
             check=False,
+            # PYTHONWARNINGS=always: whatever a library warns is printed, and must come as a JSON record.
             env={**os.environ, "HUBCENSUS_LOG_FORMAT": "json", "HUBCENSUS_MAX_RATE": "0", "PYTHONWARNINGS": "always"},
         )
     assert done.returncode == 0, done.stderr
