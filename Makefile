@@ -27,7 +27,7 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest -q -m "not faults"
 
-test-faults: install ## the fault-injection suite (slow: about 2 minutes)
+test-faults: install ## the fault-injection suite (slow: about 5 minutes)
 	$(BIN)/pytest -q -m faults tests/faults
 
 test: lint typecheck pytest ## everything CI checks

@@ -82,6 +82,8 @@ _SETTING_NAMES = {
     "max_rate": "--max-rate / HUBCENSUS_MAX_RATE",
     "max_bad_share": "--max-bad-share / HUBCENSUS_MAX_BAD_SHARE",
     "query_timeout": "HUBCENSUS_QUERY_TIMEOUT",
+    "keep_alive": "HUBCENSUS_KEEP_ALIVE",
+    "log_format": "HUBCENSUS_LOG_FORMAT",
     "cache_mb": "HUBCENSUS_CACHE_MB",
     "query_memory_mb": "HUBCENSUS_QUERY_MEMORY_MB",
     "host": "--host / HUBCENSUS_HOST",
@@ -735,20 +737,47 @@ def _serve(settings: Settings) -> None:
     # The ~120k objects of start-up (modules, app, routes) never become garbage: freezing them keeps each
     # full collection short, which was the whole p99 tail under load (97 -> 33 ms at c=32, 2M models).
     gc.freeze()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        # None: uvicorn installs no handlers of its own; its error and access records reach the one root
+        # handler of _configure_logging, so they are JSON lines with the rest under HUBCENSUS_LOG_FORMAT=json.
+        log_config=None,
+        # Longer than the idle expiry of clients' connection pools (httpx 5 s, aiohttp 15 s) and of load
+        # balancers in front (AWS ALB 60 s): the client side closes an idle connection first. A server that
+        # closes first races a client reusing the connection, whose request is then lost (a ReadError).
+        timeout_keep_alive=settings.keep_alive,
+    )
 
 
-def _configure_logging() -> None:
-    """Text or JSON lines (HUBCENSUS_LOG_FORMAT) on stderr; the token is never written, even by mistake."""
+def _configure_logging(log_format: str) -> None:
+    """Text or JSON lines on stderr, through one root handler; the token is never written, even by mistake.
+
+    Every logger goes through it: libraries' own handlers are removed (huggingface_hub adds one that writes
+    plain text), warnings become log records, and an uncaught exception is logged with its traceback.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("HUBCENSUS_LOG_FORMAT", "text") == "json":
+    if log_format == "json":
+        from pythonjsonlogger.core import RESERVED_ATTRS
         from pythonjsonlogger.json import JsonFormatter
 
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        # A traceback goes in the record's `exc_info` field, never on lines of its own; uvicorn's
+        # `color_message` (the message again, with terminal colour codes) is left out.
+        reserved = [*RESERVED_ATTRS, "color_message"]
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", reserved_attrs=reserved))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_redact_token)
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for logger in logging.root.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            logger.handlers.clear()
+            logger.propagate = True
+    logging.captureWarnings(True)
+    if log_format == "json":
+        threading.excepthook = _log_thread_exception
 
 
 def _redact_token(record: logging.LogRecord) -> bool:
@@ -760,10 +789,29 @@ def _redact_token(record: logging.LogRecord) -> bool:
     return True
 
 
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not SystemExit and args.exc_value is not None:
+        thread = args.thread.name if args.thread else "?"
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+        logging.getLogger("hubcensus").error("unhandled error in thread %s", thread, exc_info=exc_info)
+
+
 def main() -> None:
     """Entry point for `python -m hubcensus`."""
-    _configure_logging()
+    try:
+        log_format = Settings().log_format
+    except ValidationError:
+        log_format = "text"  # the command reports the bad setting itself, as `error: ...`
+    _configure_logging(log_format)
     # One line per HTTP request is noise on a terminal; warnings (retries, rate limits) still show.
     for noisy in ("httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    app()
+    if log_format != "json":
+        app()
+        return
+    try:
+        app()
+    except Exception:
+        # Not typer's plain-text traceback: under JSON logs a crash is one JSON record like any other.
+        logging.getLogger("hubcensus").exception("unhandled error")
+        raise SystemExit(1) from None

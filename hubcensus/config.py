@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     resume_max_age: float = Field(21600, ge=0, description="Seconds a failed ingest can be resumed from its cursor.")
     max_bad_share: float = Field(0.05, ge=0, le=1, description="Import fails above this share of bad records.")
     query_timeout: float = Field(10.0, gt=0, description="Seconds a query may run before the API answers 504.")
+    keep_alive: int = Field(
+        75, ge=1, le=3600, description="Seconds the API keeps an idle connection open for the client's next request."
+    )
     cache_mb: int = Field(64, ge=0, description="Memory for cached answers, in MiB (0 turns the cache off).")
     query_memory_mb: int = Field(
         1024, ge=64, description="Memory DuckDB may use for queries and cached data, all snapshots together, in MiB."

@@ -25,7 +25,10 @@ class Bucket(BaseModel):
     none: int = Field(description="Models with no framework of the universe.")
     shared: int = Field(description="Models with two or more frameworks of the universe.")
     exclusive: dict[str, int] = Field(description="Per framework: models with that framework only.")
-    combinations: dict[str, int] = Field(description="Per combination of 2+ frameworks, e.g. `pytorch+tensorflow`.")
+    # Empty (no columns to nest) when the universe is a single framework.
+    combinations: dict[str, int] = Field(
+        default_factory=dict, description="Per combination of 2+ frameworks, e.g. `pytorch+tensorflow`."
+    )
     pct: dict[str, float | None] = Field(
         description="`<framework>_only` and `shared` as percent of with_framework (null when it is 0)."
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import duckdb
@@ -17,21 +20,19 @@ class QueryTimeout(TimeoutError):
         self.seconds = seconds
 
 
-_local = threading.local()
+# A context variable, not a thread-local: the API sets the limit once per request in its event loop, and
+# the route's body runs in a worker thread, into which Starlette copies the request's context.
+_limit: ContextVar[float | None] = ContextVar("hubcensus_query_time_limit", default=None)
 
 
-class time_limit:
-    """Within the block, `run` interrupts any query on this thread that takes longer than `seconds`."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self.seconds = seconds
-
-    def __enter__(self) -> None:
-        self._previous = getattr(_local, "seconds", None)
-        _local.seconds = self.seconds
-
-    def __exit__(self, *exc: object) -> None:
-        _local.seconds = self._previous
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Within the block (and in worker threads started from it), `run` stops any query after `seconds`."""
+    token = _limit.set(seconds)
+    try:
+        yield
+    finally:
+        _limit.reset(token)
 
 
 def _interrupt_after(con: duckdb.DuckDBPyConnection, seconds: float, done: threading.Event) -> None:
@@ -52,7 +53,7 @@ def run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | list[
     statement ends), and QueryTimeout is raised; DuckDB stops the query at its next check, so the thread is
     free again at once.
     """
-    seconds: float | None = getattr(_local, "seconds", None)
+    seconds = _limit.get()
     done = threading.Event()
     watcher = threading.Thread(target=_interrupt_after, args=(con, seconds, done), daemon=True) if seconds else None
     if watcher is not None:

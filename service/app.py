@@ -6,7 +6,9 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hubcensus.queries.sql import time_limit
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.deps import reject_unknown_parameters
 from hubcensus.service.errors import install_error_handlers
@@ -49,6 +51,7 @@ def create_app(
     app.state.admin_token = admin_token
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    app.add_middleware(QueryTimeLimit, seconds=query_timeout)
     app.add_middleware(HeadAsGet)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(meta.router)
@@ -58,3 +61,19 @@ def create_app(
     app.include_router(operations.router)
     app.include_router(dashboard.router)
     return app
+
+
+class QueryTimeLimit:
+    """ASGI middleware: every query a request runs, on any route, stops after `seconds` (504 query_timeout).
+
+    queries/sql.run enforces the limit; this sets it for the request's context, which Starlette copies into
+    the worker thread that runs a sync route, so no route can forget it.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with time_limit(self.seconds):
+            await self.app(scope, receive, send)

@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 
 from hubcensus.queries.filters import ModelFilter, PopularityOrder, Weight
 from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
 from hubcensus.service.errors import ApiError
-from hubcensus.service.render import DEFAULT_PAGE, FORMATS, MAX_PAGE, PageRequest
+from hubcensus.service.render import DEFAULT_PAGE, MAX_PAGE, Format, PageRequest, TableFormat
+
+
+def _iso(pattern: str, expected: str) -> BeforeValidator:
+    """Only text in `pattern`: pydantic alone would also take a number as a Unix time (`0` as 1970-01-01)."""
+    compiled = re.compile(pattern)
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and not compiled.fullmatch(value):
+            raise ValueError(f"expected {expected}")
+        return value
+
+    return BeforeValidator(check)
+
+
+_DATE = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_TIME = "[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+IsoDate = Annotated[date, _iso(_DATE, "a date, YYYY-MM-DD")]
+# A day, or a time with an optional zone (none means UTC, like every time hubcensus stores).
+IsoDateTime = Annotated[
+    datetime,
+    _iso(f"{_DATE}({_TIME})?", "a date or a time, ISO 8601"),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}),
+]
+
+# The `frameworks` grammar, in the OpenAPI document too: one or more names, commas, optional spaces.
+_NAME = "(" + "|".join(FRAMEWORKS) + ")"
+FRAMEWORKS_PATTERN = f"^ *{_NAME} *(, *{_NAME} *)*$"
 
 
 def parse_frameworks(value: str) -> list[Framework]:
@@ -45,6 +73,7 @@ async def analysis(
         Query(
             description="The universe of the comparison, a comma list of pytorch,tensorflow,jax.",
             examples=["pytorch,tensorflow"],
+            pattern=FRAMEWORKS_PATTERN,
         ),
     ] = ",".join(FRAMEWORKS),
     weight: Annotated[
@@ -64,12 +93,15 @@ async def base_filter(
     library_name: Annotated[str | None, Query(description="Only models of this library.")] = None,
     author: Annotated[str | None, Query(description="Only models of this user or organisation.")] = None,
     min_downloads: Annotated[
-        int | None, Query(ge=0, description="Only models with at least this many downloads.")
+        int | None,
+        # At most BIGINT's largest value, the type of the column: beyond it DuckDB cannot bind the number.
+        Query(ge=0, le=2**63 - 1, description="Only models with at least this many downloads."),
     ] = None,
     created_after: Annotated[
-        date | None, Query(description="Only models created on or after this day; unknown creation dates never pass.")
+        IsoDate | None,
+        Query(description="Only models created on or after this day; unknown creation dates never pass."),
     ] = None,
-    created_before: Annotated[date | None, Query(description="Only models created before this day.")] = None,
+    created_before: Annotated[IsoDate | None, Query(description="Only models created before this day.")] = None,
 ) -> ModelFilter:
     """The models a query counts, by their attributes."""
     if created_after and created_before and created_after >= created_before:
@@ -98,26 +130,42 @@ async def model_filter(
     return base.model_copy(update={"top": top, "order": order})
 
 
+_NEXT_DOC = "The cursor from the previous page's `next`; valid only for the route and query that issued it."
+_SIZE_DOC = "Rows per page."
+
+
 async def page_request(
-    next_: Annotated[
-        str | None, Query(alias="_next", description="The cursor from the previous page's `next`.")
-    ] = None,
-    size: Annotated[int, Query(alias="_size", ge=1, le=MAX_PAGE, description="Rows per page.")] = DEFAULT_PAGE,
+    next_: Annotated[str | None, Query(alias="_next", description=_NEXT_DOC)] = None,
+    size: Annotated[int, Query(alias="_size", ge=1, le=MAX_PAGE, description=_SIZE_DOC)] = DEFAULT_PAGE,
     format_: Annotated[
-        str | None,
-        Query(
-            alias="_format",
-            description=f"One of {', '.join(FORMATS)}; or use the Accept header. Default json.",
-        ),
+        TableFormat | None,
+        Query(alias="_format", description="The answer's format; or use the Accept header. Default json."),
     ] = None,
 ) -> PageRequest:
     """Pagination and format, the control parameters (underscored, so they never clash with filters)."""
     return PageRequest(cursor=next_, size=size)
 
 
+async def chart_page_request(
+    next_: Annotated[str | None, Query(alias="_next", description=_NEXT_DOC)] = None,
+    size: Annotated[int, Query(alias="_size", ge=1, le=MAX_PAGE, description=_SIZE_DOC)] = DEFAULT_PAGE,
+    format_: Annotated[
+        Format | None,
+        Query(
+            alias="_format",
+            description="The answer's format, a table or a chart (vl: Vega-Lite, svg, png); or use the Accept "
+            "header. Default json.",
+        ),
+    ] = None,
+) -> PageRequest:
+    """`page_request` for the routes that also answer as a chart."""
+    return PageRequest(cursor=next_, size=size)
+
+
 AnalysisDep = Annotated[Analysis, Depends(analysis)]
 FilterDep = Annotated[ModelFilter, Depends(model_filter)]
 PageDep = Annotated[PageRequest, Depends(page_request)]
+ChartPageDep = Annotated[PageRequest, Depends(chart_page_request)]
 
 
 def normalized(*models: BaseModel, **extra: Any) -> dict[str, Any]:

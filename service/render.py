@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import io
 import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlencode
 
 import cachetools
+import mimeparse
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -29,15 +31,15 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from hubcensus.queries.buckets import nest
-from hubcensus.queries.sql import QueryTimeout, time_limit
 from hubcensus.service.charts import ChartBuilder, to_png, to_svg
 from hubcensus.service.deps import query_defaults
 from hubcensus.service.errors import ApiError
 
 Format = Literal["json", "csv", "ndjson", "parquet", "vl", "svg", "png"]
+TableFormat = Literal["json", "csv", "ndjson", "parquet"]  # every tabular route
 ALL_FORMATS: tuple[Format, ...] = get_args(Format)
-FORMATS: tuple[Format, ...] = ("json", "csv", "ndjson", "parquet")  # every tabular route
-CHART_FORMATS: tuple[Format, ...] = ("vl", "svg", "png")  # routes with a chart
+FORMATS: tuple[Format, ...] = get_args(TableFormat)
+CHART_FORMATS: tuple[Format, ...] = tuple(f for f in ALL_FORMATS if f not in FORMATS)  # routes with a chart
 MEDIA_TYPES: dict[Format, str] = {
     "json": "application/json",
     "csv": "text/csv; charset=utf-8",
@@ -115,31 +117,52 @@ class AnswerCache:
             self._cache[key] = (body, headers)
 
 
-def encode_cursor(snapshot_key: str, offset: int) -> str:
-    """An opaque cursor: the position, bound to the snapshot(s) it pages through."""
-    raw = json.dumps({"s": snapshot_key, "o": offset}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+_CURSOR = re.compile(r"(\d{1,10}):([0-9a-f]{16})")
+_CURSOR_MAX_CHARS = 64  # a real one is at most 36; anything longer is refused before decoding
 
 
-def decode_cursor(cursor: str | None, snapshot_key: str) -> int:
-    """The offset in a cursor; 422 if it is malformed or belongs to another snapshot."""
+def cursor_binding(request: Request, snapshot_key: str, params: dict[str, Any]) -> str:
+    """What a cursor is valid for: the route, the snapshot(s) it pages through and the normalized query."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None) or request.url.path
+    normalized = {k: v for k, v in sorted(params.items()) if v is not None}
+    return hashlib.sha256(dumps_json(["cursor", template, snapshot_key, normalized])).hexdigest()[:16]
+
+
+def encode_cursor(binding: str, offset: int) -> str:
+    """An opaque cursor: the position, and the binding (route, snapshot, query) it is valid for.
+
+    Not a secret: a client may forge any offset of its own query, which only selects another page.
+    """
+    return base64.urlsafe_b64encode(f"{offset}:{binding}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, binding: str) -> int:
+    """The offset in a cursor; 422 if it is malformed or was issued for another route, snapshot or query."""
     if cursor is None:
         return 0
+    invalid = ApiError(422, "invalid_cursor", "_next: not a cursor this service issued.")
+    if len(cursor) > _CURSOR_MAX_CHARS:
+        raise invalid
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        offset, key = data["o"], str(data["s"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise ApiError(422, "invalid_cursor", "_next: not a cursor this service issued.") from None
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (ValueError, binascii.Error):
+        raise invalid from None
+    match = _CURSOR.fullmatch(text)
     # Only a whole number within any real result is a position; anything else was not issued by us.
-    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
-        raise ApiError(422, "invalid_cursor", "_next: not a cursor this service issued.")
-    if key != snapshot_key:
-        raise ApiError(422, "invalid_cursor", "_next: the cursor belongs to another snapshot or query.")
-    return offset
+    if match is None or int(match[1]) > MAX_OFFSET:
+        raise invalid
+    if match[2] != binding:
+        raise ApiError(422, "invalid_cursor", "_next: the cursor belongs to another route, snapshot or query.")
+    return int(match[1])
 
 
 def negotiate(request: Request, charts: bool = False) -> Format:
-    """`_format` wins; else the first Accept type we serve; else JSON. Chart formats only where offered."""
+    """`_format` wins; else the Accept header with its q-values (RFC 9110 12.5.1); JSON without one.
+
+    Of equally acceptable types JSON is preferred. Accept naming nothing this route serves (or only with
+    q=0) is 406 not_acceptable; an Accept header that does not parse is ignored, as if absent.
+    """
     offered = FORMATS + CHART_FORMATS if charts else FORMATS
     explicit = request.query_params.get("_format")
     if explicit is not None:
@@ -151,11 +174,27 @@ def negotiate(request: Request, charts: bool = False) -> Format:
                 [{"parameter": "_format", "in": "query", "message": "unsupported format"}],
             )
         return explicit
-    for part in request.headers.get("accept", "").split(","):
-        media = part.split(";")[0].strip().lower()
-        if media in _ACCEPT and _ACCEPT[media] in offered:
-            return _ACCEPT[media]
-    return "json"
+    accept = request.headers.get("accept", "").strip()
+    if not accept:
+        return "json"
+    # best_match prefers the last of equally acceptable types: JSON goes last, so `*/*` gives JSON.
+    supported = sorted((m for m, fmt in _ACCEPT.items() if fmt in offered), key=lambda m: m == "application/json")
+    try:
+        best: str = mimeparse.best_match(supported, accept)
+    except (mimeparse.MimeTypeParseException, ValueError):
+        return "json"
+    if not best:
+        served = ", ".join(MEDIA_TYPES[f].split(";")[0] for f in offered)
+        raise ApiError(406, "not_acceptable", f"Accept: this route answers {served}; got {accept!r}. Or use _format.")
+    return _ACCEPT[best]
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether If-None-Match names this ETag or is `*` (RFC 9110 13.1.2: weak comparison)."""
+    if if_none_match is None:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
 
 
 def _json_default(value: Any) -> Any:
@@ -261,7 +300,8 @@ def respond(
     stays on the snapshot it started on even if a newer one is published meanwhile.
     """
     fmt = negotiate(request, charts=chart is not None)
-    page = Page(decode_cursor(page_request.cursor, snapshot_key), page_request.size)
+    binding = cursor_binding(request, snapshot_key, params)
+    page = Page(decode_cursor(page_request.cursor, binding), page_request.size)
     query = canonical_query(request)
     if pin:
         query = sorted([*(kv for kv in query if kv[0] not in pin), *pin.items()])
@@ -278,19 +318,15 @@ def respond(
         "Vary": "Accept",
         "X-Hubcensus-Snapshot": snapshot_key,
     }
-    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=base_headers)
     cache: AnswerCache = request.app.state.answer_cache
     cached = cache.get(key)
     if cached is not None:
         body, headers = cached
         return Response(body, headers=headers, media_type=MEDIA_TYPES[fmt])
-    try:
-        with time_limit(request.app.state.query_timeout):
-            answer = compute(page)
-    except QueryTimeout as exc:
-        raise ApiError(504, "query_timeout", f"The query took too long: {exc}. Narrow it with filters.") from None
-    next_cursor = encode_cursor(snapshot_key, page.offset + page.size) if answer.has_more else None
+    answer = compute(page)  # under the request's query time limit (service/app.py)
+    next_cursor = encode_cursor(binding, page.offset + page.size) if answer.has_more else None
     next_url = None
     if next_cursor is not None:
         # The format is written out, however it was chosen, so the next page keeps it whoever follows.

@@ -10,9 +10,9 @@ from fastapi.responses import Response
 
 from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.charts import ChartBuilder
-from hubcensus.service.errors import ERROR_RESPONSES
+from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, error_doc
 from hubcensus.service.params import Analysis
-from hubcensus.service.render import MEDIA_TYPES, Answer, Page, PageRequest, respond
+from hubcensus.service.render import CHART_FORMATS, FORMATS, MEDIA_TYPES, Answer, Format, Page, PageRequest, respond
 
 
 def snapshot_ref(meta: SnapshotMeta) -> dict[str, Any]:
@@ -78,16 +78,22 @@ def respond_for_pair(
     )
 
 
-TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": (
-            "JSON by default: `{snapshot, method, frameworks, query, …, rows, next, next_url}`; rows also as "
-            "CSV, NDJSON or Parquet with `_format=` or an Accept header, with the same (flat, dotted) columns. "
-            "Strong ETag; 304 for a matching If-None-Match."
-        ),
-        "content": {media.split(";")[0]: {} for media in MEDIA_TYPES.values()},
-    },
-    304: {"description": "Not modified: the ETag matches."},
-    **ERROR_RESPONSES,
-    504: {"model": ERROR_RESPONSES[404]["model"], "description": "The query ran past its time limit."},
-}
+def _table_responses(formats: tuple[Format, ...], charts: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": (
+                "JSON by default: `{snapshot, method, frameworks, query, …, rows, next, next_url}`; rows also as "
+                "CSV, NDJSON or Parquet with `_format=` or an Accept header, with the same (flat, dotted) columns"
+                f"{charts}. Strong ETag; 304 for a matching If-None-Match."
+            ),
+            "content": {MEDIA_TYPES[fmt].split(";")[0]: {} for fmt in formats},
+        },
+        304: {"description": "Not modified: If-None-Match names the ETag, or is `*`."},
+        **ERROR_RESPONSES,
+        406: error_doc("The Accept header names no format this route answers (and no `_format` is given)."),
+        **TIMEOUT_RESPONSE,
+    }
+
+
+TABLE_RESPONSES = _table_responses(FORMATS, "")
+CHART_RESPONSES = _table_responses(FORMATS + CHART_FORMATS, "; or as a chart: Vega-Lite, SVG or PNG")

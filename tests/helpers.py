@@ -33,10 +33,10 @@ def hubcensus(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
-def serving(data_dir: Path, *, cache_bytes: int = 64 * 2**20) -> Iterator[str]:
+def serving(data_dir: Path, *, cache_bytes: int = 64 * 2**20, query_timeout: float = 10.0) -> Iterator[str]:
     """The real app under uvicorn on loopback, in a thread; yields its base URL."""
     port = free_port()
-    app = create_app(data_dir, cache_bytes=cache_bytes)
+    app = create_app(data_dir, cache_bytes=cache_bytes, query_timeout=query_timeout)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -218,10 +218,11 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     return error
 
 
-def forge_cursor(snapshot_key: str, offset: Any) -> str:
-    """A cursor in the service's own encoding (base64url JSON), with any offset literal."""
-    raw = '{"s":' + json.dumps(snapshot_key) + ',"o":' + str(offset) + "}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+def forge_cursor(issued: str, offset: Any) -> str:
+    """A cursor in the service's own encoding (base64url of `offset:binding`), with the binding of an
+    issued cursor (so only the offset is wrong) and any offset literal."""
+    binding = base64.urlsafe_b64decode(issued + "=" * (-len(issued) % 4)).decode().split(":")[1]
+    return base64.urlsafe_b64encode(f"{offset}:{binding}".encode()).decode().rstrip("=")
 
 
 # --- 1. every route in every format --------------------------------------------------------------
@@ -558,8 +559,8 @@ ERROR_CASES: dict[str, tuple[dict[str, str], int, str]] = {
 def test_errors_use_the_envelope(census: Census, http: httpx.Client, route: str, case: str) -> None:
     extra, status, code = ERROR_CASES[case]
     if extra.get("_next") == "NEGATIVE":
-        key = http.get(census.path(route), params=census.params(route)).headers["x-hubcensus-snapshot"]
-        extra = {"_next": forge_cursor(key, -1)}
+        issued = http.get(census.path(route), params=census.params(route, _size="1")).json()["next"]
+        extra = {"_next": forge_cursor(issued, -1)}
     r = http.get(census.path(route), params=census.params(route, **extra))
     error = assert_error(r, status, code)
     if code == "unknown_parameter":
@@ -621,7 +622,8 @@ def test_history_csv_in_a_notebook(census: Census) -> None:
 )
 def test_cursor_with_out_of_range_offset_is_invalid(census: Census, process_url: str, route: str, offset: str) -> None:
     """A forged cursor whose offset is infinite or beyond BIGINT is refused (it was a 500)."""
-    cursor = forge_cursor(census.latest, offset)
+    issued = httpx.get(process_url + census.path(route), params=census.params(route, _size="1"), timeout=60)
+    cursor = forge_cursor(issued.json()["next"], offset)
     # Another process (see process_url), and a fresh connection: uvicorn drops the connection after a 500.
     r = httpx.get(process_url + census.path(route), params=census.params(route, _next=cursor), timeout=60)
     assert_error(r, 422, "invalid_cursor")

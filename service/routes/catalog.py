@@ -12,12 +12,12 @@ from hubcensus.queries.catalog import Dimension, ModelSort, bucket_names, dimens
 from hubcensus.queries.filters import ModelFilter
 from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.deps import CursorDep, SnapshotDep
-from hubcensus.service.errors import ERROR_RESPONSES, ApiError
+from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, ApiError
 from hubcensus.service.params import AnalysisDep, BaseFilterDep, FilterDep, PageDep, normalized
 from hubcensus.service.render import Answer, Page, PageRequest, dumps_json
 from hubcensus.service.responses import TABLE_RESPONSES, respond_for_snapshot, snapshot_ref
 
-router = APIRouter(prefix="/v1", tags=["catalog"], responses=TABLE_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
 def _dimension(
@@ -46,19 +46,19 @@ def _dimension(
     return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute)
 
 
-@router.get("/tasks")
+@router.get("/tasks", responses=TABLE_RESPONSES)
 def read_tasks(request: Request, meta: SnapshotDep, cursor: CursorDep, flt: FilterDep, page: PageDep) -> Response:
     """Every `pipeline_tag` with its model count (and summed downloads), most models first."""
     return _dimension(request, meta, cursor, "pipeline_tag", flt, page, None)
 
 
-@router.get("/libraries")
+@router.get("/libraries", responses=TABLE_RESPONSES)
 def read_libraries(request: Request, meta: SnapshotDep, cursor: CursorDep, flt: FilterDep, page: PageDep) -> Response:
     """Every `library_name` with its model count (and summed downloads), most models first."""
     return _dimension(request, meta, cursor, "library_name", flt, page, None)
 
 
-@router.get("/authors")
+@router.get("/authors", responses=TABLE_RESPONSES)
 def read_authors(
     request: Request,
     meta: SnapshotDep,
@@ -71,7 +71,7 @@ def read_authors(
     return _dimension(request, meta, cursor, "author", flt, page, top)
 
 
-@router.get("/models")
+@router.get("/models", responses=TABLE_RESPONSES)
 def read_models(
     request: Request,
     meta: SnapshotDep,
@@ -83,7 +83,9 @@ def read_models(
         str | None,
         Query(
             description="Only models in this framework bucket under `method` and `frameworks`: "
-            + ", ".join(bucket_names())
+            + ", ".join(bucket_names()),
+            # Which buckets exist depends on `frameworks` (jax_only needs jax): the route checks that.
+            json_schema_extra={"enum": bucket_names()},
         ),
     ] = None,
     q: Annotated[str | None, Query(max_length=200, description="Only models whose id contains this text.")] = None,
@@ -121,11 +123,13 @@ def read_models(
     return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute)
 
 
-@router.get("/models/{model_id:path}", responses=ERROR_RESPONSES)
+@router.get("/models/{model_id:path}", responses={**ERROR_RESPONSES, **TIMEOUT_RESPONSE})
 def read_model(
     meta: SnapshotDep,
     cursor: CursorDep,
-    model_id: Annotated[str, Path(description="The model id, e.g. `google-bert/bert-base-uncased`.")],
+    model_id: Annotated[
+        str, Path(description="The model id, e.g. `google-bert/bert-base-uncased`.", examples=["bert-base-uncased"])
+    ],
 ) -> Response:
     """One model: its metadata, and its frameworks under each method with the evidence that decided."""
     row = model_detail(cursor, model_id)

@@ -35,7 +35,7 @@ from hubcensus.service.charts import (
     trend_spec,
 )
 from hubcensus.service.deps import StoreDep, lookup_snapshot
-from hubcensus.service.errors import ApiError
+from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, ApiError, json_errors
 from hubcensus.service.render import AnswerCache, dumps_json
 from hubcensus.service.responses import snapshot_ref
 
@@ -122,7 +122,7 @@ def _share_of(part: int, whole: int) -> str:
     return "n/a" if not whole else f"{100 * part / whole:.1f}"
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, responses=json_errors({**ERROR_RESPONSES, **TIMEOUT_RESPONSE}))
 def read_dashboard(
     request: Request,
     store: StoreDep,

@@ -15,11 +15,11 @@ from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.charts import Scale, history_spec, share_spec, trend_spec
 from hubcensus.service.deps import CursorDep, SnapshotDep, StoreDep
 from hubcensus.service.errors import ApiError
-from hubcensus.service.params import Analysis, AnalysisDep, FilterDep, PageDep, normalized
+from hubcensus.service.params import Analysis, AnalysisDep, ChartPageDep, FilterDep, IsoDateTime, normalized
 from hubcensus.service.render import Answer, Page, paged, respond
-from hubcensus.service.responses import TABLE_RESPONSES, analysis_envelope, respond_for_snapshot, snapshot_ref
+from hubcensus.service.responses import CHART_RESPONSES, analysis_envelope, respond_for_snapshot, snapshot_ref
 
-router = APIRouter(prefix="/v1/frameworks", tags=["frameworks"], responses=TABLE_RESPONSES)
+router = APIRouter(prefix="/v1/frameworks", tags=["frameworks"], responses=CHART_RESPONSES)
 
 
 def _envelope(meta: SnapshotMeta, analysis: Analysis, query: dict[str, Any], **more: Any) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def read_framework_share(
     cursor: CursorDep,
     analysis: AnalysisDep,
     flt: FilterDep,
-    page: PageDep,
+    page: ChartPageDep,
     by: Annotated[GroupBy, Query(description="The grouping column.")] = "pipeline_tag",
     scale: Annotated[
         Scale,
@@ -74,7 +74,7 @@ def read_framework_trend(
     cursor: CursorDep,
     analysis: AnalysisDep,
     flt: FilterDep,
-    page: PageDep,
+    page: ChartPageDep,
     interval: Annotated[Interval, Query(description="`month` (2024-05), `quarter` (2024-Q2) or `year`.")] = "month",
 ) -> Response:
     """Framework share of the models created in each period, oldest first.
@@ -105,9 +105,11 @@ def read_framework_history(
     store: StoreDep,
     analysis: AnalysisDep,
     flt: FilterDep,
-    page: PageDep,
-    start: Annotated[datetime | None, Query(alias="from", description="Snapshots taken at or after this time.")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="Snapshots taken at or before this time.")] = None,
+    page: ChartPageDep,
+    start: Annotated[
+        IsoDateTime | None, Query(alias="from", description="Snapshots taken at or after this time.")
+    ] = None,
+    end: Annotated[IsoDateTime | None, Query(alias="to", description="Snapshots taken at or before this time.")] = None,
     by: Annotated[
         GroupBy | None, Query(description="Also split by this column (one row per snapshot and group).")
     ] = None,

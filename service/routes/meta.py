@@ -6,8 +6,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from hubcensus.service.deps import StoreDep
+from hubcensus.service.errors import INVALID_RESPONSE
 
-router = APIRouter(tags=["meta"])
+router = APIRouter(tags=["meta"], responses=INVALID_RESPONSE)
 
 
 class Health(BaseModel):

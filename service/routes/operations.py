@@ -6,8 +6,9 @@ import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hubcensus.queries.control import (
@@ -19,10 +20,10 @@ from hubcensus.queries.control import (
 )
 from hubcensus.queries.store import SnapshotNotFound, remove_snapshot
 from hubcensus.service.deps import StoreDep, lookup_snapshot
-from hubcensus.service.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from hubcensus.service.errors import ERROR_RESPONSES, INVALID_RESPONSE, ApiError, error_doc, json_errors
 from hubcensus.service.metrics import Metrics
 
-router = APIRouter(tags=["operations"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["operations"])
 
 
 def _liveness_body(liveness: Liveness, now: datetime) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def _liveness_body(liveness: Liveness, now: datetime) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/status")
+@router.get("/v1/status", responses=INVALID_RESPONSE)
 def read_status_route(request: Request, store: StoreDep) -> dict[str, Any]:
     """The worker: whether it is alive (its heartbeat), last success, last failure and reason, next run;
     and the newest snapshot. `state` is what the worker last wrote; `liveness` says whether it is still there."""
@@ -65,7 +66,17 @@ def read_status_route(request: Request, store: StoreDep) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", include_in_schema=True)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "The Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **json_errors(INVALID_RESPONSE),
+    },
+)
 def read_metrics(request: Request, store: StoreDep) -> Response:
     """Prometheus metrics: requests and latencies per route, snapshot age, models in the latest snapshot."""
     metrics: Metrics = request.app.state.metrics
@@ -73,25 +84,41 @@ def read_metrics(request: Request, store: StoreDep) -> Response:
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+# Declares the Bearer scheme in the OpenAPI document; auto_error=False so that every refusal is our envelope.
+_bearer = HTTPBearer(auto_error=False, description="HUBCENSUS_ADMIN_TOKEN, as `Authorization: Bearer <token>`.")
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
     """Admin routes exist only with HUBCENSUS_ADMIN_TOKEN set, and then need it as a Bearer token."""
     expected: str | None = request.app.state.admin_token
     if not expected:
         raise ApiError(403, "admin_disabled", "Admin actions are off: set HUBCENSUS_ADMIN_TOKEN to enable them.")
-    scheme, _, given = (authorization or "").partition(" ")
+    given = credentials.credentials if credentials is not None else ""
     # Constant-time comparison: the answer's timing must not reveal how much of a guess was right.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "A valid admin token is required: Authorization: Bearer <token>.")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "A valid admin token is required: Authorization: Bearer <token>.",
+            headers={"WWW-Authenticate": "Bearer"},  # RFC 9110 11.6.1: a 401 names the scheme it wants
+        )
 
 
 AdminDep = Depends(require_admin)
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    401: error_doc("The Authorization header is missing or holds the wrong token."),
+    403: error_doc("Admin actions are off: HUBCENSUS_ADMIN_TOKEN is not set."),
+}
 
 
 @router.post(
     "/v1/snapshots",
     status_code=202,
     dependencies=[AdminDep],
-    responses={503: {"model": ErrorResponse, "description": "`no_worker`: no live worker; nothing was queued"}},
+    responses={**ADMIN_RESPONSES, 503: error_doc("`no_worker`: no live worker; nothing was queued.")},
 )
 def create_snapshot(store: StoreDep) -> JSONResponse:
     """Ask the worker to take a snapshot now; follow it in `GET /v1/status`.
@@ -123,7 +150,7 @@ def create_snapshot(store: StoreDep) -> JSONResponse:
     )
 
 
-@router.delete("/v1/snapshots/{snapshot}", status_code=204, dependencies=[AdminDep])
+@router.delete("/v1/snapshots/{snapshot}", status_code=204, dependencies=[AdminDep], responses=ADMIN_RESPONSES)
 def delete_snapshot(
     store: StoreDep,
     snapshot: Annotated[

@@ -19,7 +19,7 @@ from hubcensus.service.responses import TABLE_RESPONSES, analysis_envelope, resp
 
 router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"], responses=ERROR_RESPONSES)
 
-SnapshotPath = Annotated[str, Path(description="A snapshot id, or `latest`.")]
+SnapshotPath = Annotated[str, Path(description="A snapshot id, or `latest`.", examples=["latest"])]
 
 
 class SnapshotList(BaseModel):
