@@ -37,9 +37,10 @@ IsoDateTime = Annotated[
     WithJsonSchema({"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}),
 ]
 
-# The `frameworks` grammar, in the OpenAPI document too: one or more names, commas, optional spaces.
+# The `frameworks` grammar, in the OpenAPI document too: one or more names, commas, optional spaces, and a
+# trailing comma (`pytorch,`, what a form or a script joining names often sends) names the same universe.
 _NAME = "(" + "|".join(FRAMEWORKS) + ")"
-FRAMEWORKS_PATTERN = f"^ *{_NAME} *(, *{_NAME} *)*$"
+FRAMEWORKS_PATTERN = f"^ *{_NAME} *(, *{_NAME} *)*(, *)?$"
 
 
 def parse_frameworks(value: str) -> list[Framework]:
