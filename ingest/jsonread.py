@@ -266,7 +266,8 @@ def _decode_deep(line: bytes) -> Any:
         for _ in events:  # anything after the value is an error, as for json.loads
             pass
     except (ijson.JSONError, ValueError, StopIteration) as exc:
-        return Unreadable(f"invalid JSON: {exc}", line[:200].decode("utf-8", "replace"))
+        reason = str(exc).splitlines()[0] if str(exc) else "no value"  # yajl adds lines pointing at the error
+        return Unreadable(f"invalid JSON: {reason}", line[:200].decode("utf-8", "replace"))
     if isinstance(value, Unreadable):
         return Unreadable(value.reason, line[:200].decode("utf-8", "replace"))
     return value
