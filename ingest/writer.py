@@ -38,6 +38,9 @@ from hubcensus.queries.store import (
 )
 
 BATCH_ROWS = 5_000
+# Rows are flushed at BATCH_ROWS or at this many bytes of text, whichever comes first: a Hub row is about 1 KB,
+# but a dump's records may be up to 32 MiB each (ingest.jsonread), and 5,000 of those would not fit in memory.
+BATCH_BYTES = 64 * 2**20
 PROGRESS_EVERY_S = 0.25  # how often a long DuckDB statement's progress is read (SnapshotWriter.watch)
 
 # The raw columns as staged; `seq` keeps the input order so the last duplicate of an id wins.
@@ -145,6 +148,7 @@ class SnapshotWriter:
         self._resume_max_age = resume_max_age
         self._started = time.monotonic()
         self._batch: list[dict[str, Any]] = []
+        self._batch_bytes = 0
         self._bad_batch: list[tuple[int, str, str]] = []
         self._resumable = resume_key is not None
         self._tmp = self.data_dir / "resume" / resume_key if resume_key else self.data_dir / "tmp" / self.id
@@ -241,7 +245,8 @@ class SnapshotWriter:
         row["seq"] = self.rows_seen if seq is None else seq
         self.rows_seen += 1
         self._batch.append(row)
-        if len(self._batch) >= BATCH_ROWS:
+        self._batch_bytes += _text_bytes(row)
+        if len(self._batch) >= BATCH_ROWS or self._batch_bytes >= BATCH_BYTES:
             self.flush()
 
     def add_bad(self, position: int, reason: str, excerpt: str = "") -> None:
@@ -277,6 +282,7 @@ class SnapshotWriter:
                 con.execute("ROLLBACK")
             self.rows_seen, self.pages, self.next_url = before
             self._batch.clear()
+            self._batch_bytes = 0
             self._bad_batch.clear()
             raise
 
@@ -361,6 +367,7 @@ class SnapshotWriter:
     def clear_staged(self) -> None:
         """Drop every staged row and bad record, to start the input over."""
         self._batch.clear()
+        self._batch_bytes = 0
         self._bad_batch.clear()
         self.con.execute("DELETE FROM staging")
         self.con.execute("DELETE FROM bad_records")
@@ -383,6 +390,7 @@ class SnapshotWriter:
         self.con.execute(f"INSERT INTO staging ({cols}) SELECT {cols} FROM batch")
         self.con.unregister("batch")
         self._batch.clear()
+        self._batch_bytes = 0
 
     def _flush_bad(self) -> None:
         if not self._bad_batch:
@@ -436,6 +444,17 @@ class SnapshotWriter:
         os.rename(self._tmp, snapshots_dir / self.id)
         fsync_path(snapshots_dir)
         return meta
+
+
+def _text_bytes(row: dict[str, Any]) -> int:
+    """About how much text a staged row holds: its strings, and the strings in its lists."""
+    size = 0
+    for value in row.values():
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, list):
+            size += sum(map(len, value)) + 8 * len(value)
+    return size
 
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:

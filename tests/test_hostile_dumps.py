@@ -24,6 +24,8 @@ from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.jsonread import MAX_DEPTH, MAX_RECORD_BYTES, TOO_DEEP, TOO_LONG
 from hubcensus.ingest.progress import Progress
+from hubcensus.ingest.records import parse_record
+from hubcensus.ingest.writer import SnapshotWriter
 from hubcensus.queries.store import SnapshotMeta, SnapshotStore
 from tests.conftest import BUNDLED, TAKEN_2022, read_jsonl_gz
 
@@ -326,3 +328,14 @@ def test_a_directory_or_a_fifo_is_not_a_dump(tmp_path: Path) -> None:
     for path in (tmp_path, tmp_path / "fifo"):
         with pytest.raises(IngestError, match="not a regular file"):
             _import(path, tmp_path / "data")
+
+
+def test_staged_rows_are_flushed_by_size_as_well_as_by_count(tmp_path: Path) -> None:
+    # Before: rows were held until 5,000 had been staged, whatever their size: 5,000 records of up to
+    # 32 MiB each. 150 records of 8 MiB of tags took the import past 4 GiB.
+    tags = ["t" * 8192] * 1024  # 8 MiB of text (one string, many times: this test itself stays small)
+    with SnapshotWriter(tmp_path, taken_at=TAKEN_2022, source="t", kind="import") as writer:
+        for i in range(20):
+            writer.add(parse_record({"id": f"org/m{i}", "tags": tags}))
+        staged = writer.con.execute("SELECT count(*) FROM staging").fetchall()[0][0]
+    assert staged >= 16  # flushed at 64 MiB: every 8 rows
