@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import re
@@ -155,6 +156,13 @@ def _crawl_copies(copies: int, suffix: str) -> Iterator[bytes]:
     yield json.dumps({"modelId": f"lax{suffix}", "likes": "9"}).encode()
 
 
+def _big_rows(path: Path) -> Path:
+    """Records a snapshot keeps whole, each 8 MiB, and a line DuckDB refuses (the exact reader reads them all)."""
+    tags = b"[" + b",".join([b'"' + b"t" * 8192 + b'"'] * 1024) + b"]"
+    pieces = (b'{"id": "org/big%d", "tags": %s}' % (i, tags) for i in range(150))
+    return _write_lines(path, itertools.chain(pieces, [b"{not json"]))
+
+
 def _truncated(path: Path) -> Path:
     data = BUNDLED.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -246,6 +254,12 @@ CASES = [
         "one 30 MiB record with 10 million empty lists in a field not read, JSON array",
         "wide-card.json",
         lambda p: _write_with_big(p, _Repeated(b'{"id": "org/wide", "cardData": [', b"[],", 10_000_000, b"[]]}"), True),
+    ),
+    Case(
+        "big-rows-lines",
+        "150 valid records of 8 MiB (1,024 tags of 8 KiB each) and one line not JSON, JSON Lines .gz",
+        "big-rows.jsonl.gz",
+        _big_rows,
     ),
     Case(
         "long-number-lines",
