@@ -23,6 +23,10 @@ from hubcensus.queries.frameworks import METHODS, WEIGHT_FILE, mask_sql, sql_lit
 JsonFormat = Literal["newline_delimited", "array"]
 Compression = Literal["gzip", "none"]
 
+MAX_OBJECT_BYTES = 16 * 2**20
+"""read_json's `maximum_object_size` (DuckDB's default, made explicit): a file with a larger record fails
+here and goes to the exact reader, whose own limit (`ingest.jsonread.MAX_RECORD_BYTES`) follows from this."""
+
 # The keys `HubModelRecord` reads, each kept as raw JSON text so its type can be checked here.
 _SCALARS = (
     "id", "modelId", "author", "createdAt", "created_at", "lastModified", "last_modified",
@@ -108,7 +112,8 @@ FROM (
             coalesce(createdAt, created_at) AS c_raw, {_text_time("(coalesce(createdAt, created_at)->>'$')")} AS c_at,
             coalesce(lastModified, last_modified) AS m_raw,
             {_text_time("(coalesce(lastModified, last_modified)->>'$')")} AS m_at
-        FROM read_json(?, format = '{fmt}', records = true, compression = '{compression}', columns = {_COLUMNS})
+        FROM read_json(?, format = '{fmt}', records = true, compression = '{compression}', columns = {_COLUMNS},
+            maximum_object_size = {MAX_OBJECT_BYTES})
     )
 )"""
 

@@ -35,13 +35,15 @@ class HubModelRecord(BaseModel):
     last_modified: datetime | None = Field(None, validation_alias=AliasChoices("lastModified", "last_modified"))
     downloads: int | None = None
     likes: int | None = None
-    tags: list[str] | None = None
+    # fail_fast: pydantic otherwise reports every bad element, and a 10 MB list of numbers in a dump would
+    # become 5 million error objects (60 s, 4.6 GB) for one bad record; the first error is the reason kept.
+    tags: list[str] | None = Field(None, fail_fast=True)
     pipeline_tag: str | None = None
     library_name: str | None = None
     private: bool | None = None
     gated: str | None = None
     sha: str | None = None
-    siblings: list[Sibling] | None = None
+    siblings: list[Sibling] | None = Field(None, fail_fast=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +116,22 @@ ROW_SCHEMA = pa.schema(
         ("weight_files", pa.list_(pa.string())),
     ]
 )
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    """The JSON keys `model` reads: each field's aliases, or its name."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias
+        keys.extend([c for c in alias.choices if isinstance(c, str)] if isinstance(alias, AliasChoices) else [name])
+    return keys
+
+
+Shape = dict[str, "Shape | None"]
+RECORD_SHAPE: Shape = {key: None for key in _keys(HubModelRecord)} | {"siblings": dict.fromkeys(_keys(Sibling))}
+"""The parts of a record `parse_record` reads: these keys of the record object (the whole value, None), and of
+each object in `siblings` only its own keys. The streaming reader (ingest.jsonread) builds only these, as DuckDB's
+reader (ingest.duckread) reads only these columns: the rest of a record, however large or deep, is skipped."""
 
 
 def _utc_naive(value: datetime | None) -> datetime | None:

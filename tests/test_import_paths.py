@@ -173,6 +173,12 @@ def _write(path: Path, lines: list[str], gz: bool = False) -> Path:
 
 
 GOOD = [json.dumps({**BASE, "id": f"org/m{i}"}) for i in range(20)]
+# Nested past what json.loads decodes (about 1,000 levels), in a field a snapshot reads and in ones it does not.
+DEEP_TAGS = json.dumps({**BASE, "id": "x/deep", "tags": 0}).replace('"tags": 0', '"tags": ' + "[" * 2000 + "]" * 2000)
+DEEP_CARD = json.dumps({**BASE, "id": "x/card"})[:-1] + ', "cardData": ' + '{"a": ' * 2000 + "1" + "}" * 2000 + "}"
+DEEP_SIBLING = json.dumps({**BASE, "id": "x/sib", "siblings": [{"rfilename": "a.bin", "lfs": 0}]}).replace(
+    '"lfs": 0', '"lfs": ' + "[" * 2000 + "]" * 2000
+)
 
 
 @pytest.mark.parametrize(
@@ -209,7 +215,12 @@ GOOD = [json.dumps({**BASE, "id": f"org/m{i}"}) for i in range(20)]
             [json.dumps({"id": "a/b", "siblings": ["RepoSibling(rfilename='tf_model.h5')"]})],
             "python",
         ),
+        ("deep-tags", [*GOOD[:5], DEEP_TAGS, *GOOD[5:]], "duckdb+python"),
+        ("deep-unread-fields", [*GOOD[:5], DEEP_CARD, DEEP_SIBLING, *GOOD[5:]], "duckdb"),
+        ("deep-everywhere", [*GOOD[:5], DEEP_CARD, DEEP_TAGS, DEEP_SIBLING, *GOOD[5:]], "duckdb+python"),
         ("array", ["[" + ",\n".join(GOOD) + "]"], "duckdb"),
+        ("array-deep-tags", ["[" + ",\n".join([*GOOD[:5], DEEP_TAGS, *GOOD[5:]]) + "]"], "duckdb+python"),
+        ("array-deep-unread-fields", ["[" + ",\n".join([*GOOD[:5], DEEP_CARD, DEEP_SIBLING]) + "]"], "duckdb"),
         ("array-bad-value", ["[" + ",\n".join([*GOOD, json.dumps({"id": ""}), GOOD[0]]) + "]"], "duckdb+python"),
         ("concatenated-arrays", ["[" + ",".join(GOOD[:5]) + "]", "[" + ",".join(GOOD[5:]) + "]"], "python"),
     ],
