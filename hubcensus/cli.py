@@ -39,9 +39,9 @@ from typer.core import TyperGroup
 from hubcensus.config import Settings
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
-from hubcensus.ingest.hub import ingest_hub, redact_url
+from hubcensus.ingest.hub import ingest_hub
 from hubcensus.ingest.progress import Progress as Progress_
-from hubcensus.queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore, remove_snapshot
+from hubcensus.queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore, redact_url, remove_snapshot
 
 # Plain help, not typer's rich panels: those print a type for every option, flags included
 # (`--run-now <bool>`, even `--help <bool>`), and read brackets in help texts as markup. The plain
@@ -93,11 +93,17 @@ _SETTING_NAMES = {
 
 def _settings(**overrides: object) -> Settings:
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in first["loc"])
         _fail(f"bad {_SETTING_NAMES.get(name, name)}: {first['msg'].removeprefix('Value error, ')}")
+    # Whichever way a secret came (--token, HF_TOKEN, the HF_TOKEN_PATH file, the admin token), the log filter
+    # must know it to keep it out of every line.
+    for secret in (settings.token(), settings.admin_token.get_secret_value() if settings.admin_token else None):
+        if secret and len(secret) >= 8:
+            _SECRETS.add(secret)
+    return settings
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -780,12 +786,20 @@ def _configure_logging(log_format: str) -> None:
         threading.excepthook = _log_thread_exception
 
 
+# The secrets the logs must never show: HF_TOKEN from the start, and every token the settings resolve.
+_SECRETS: set[str] = set()
+
+
 def _redact_token(record: logging.LogRecord) -> bool:
-    token = os.environ.get("HF_TOKEN")
-    if token and len(token) >= 8:
-        message = record.getMessage()
-        if token in message:
-            record.msg, record.args = message.replace(token, "***"), None
+    secrets = [s for s in {*_SECRETS, os.environ.get("HF_TOKEN") or ""} if len(s) >= 8]
+    if not secrets:
+        return True
+    message = record.getMessage()
+    redacted = message
+    for secret in secrets:
+        redacted = redacted.replace(secret, "***")
+    if redacted != message:
+        record.msg, record.args = redacted, None
     return True
 
 

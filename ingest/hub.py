@@ -34,7 +34,7 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.progress import Progress
 from hubcensus.ingest.records import BadRecord, parse_record
 from hubcensus.ingest.writer import SnapshotWriter, bulk_gc, storage_errors
-from hubcensus.queries.store import SnapshotMeta
+from hubcensus.queries.store import SnapshotMeta, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +85,6 @@ def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
         return url, None
     user, _, password = userinfo.partition(":")
     return urlunsplit(parts._replace(netloc=hostport)), (unquote(user), unquote(password))
-
-
-def redact_url(url: str) -> str:
-    """The URL as it may be shown or stored: a `user:password@` part becomes `***@`; the rest is kept.
-
-    Everything that records an endpoint (logs, printed lines, meta.json `source`, status.json, error
-    messages) goes through this, so credentials given in the URL never leave the request itself.
-    """
-    parts = urlsplit(url)
-    _, at, hostport = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"***@{hostport}")) if at else url
 
 
 def configure_http(endpoint: str, timeout: float, basic_auth: tuple[str, str] | None = None) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 from croniter import croniter
 
 from hubcensus.ingest.errors import IngestError
-from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub, redact_url
+from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
 from hubcensus.queries.control import pending_requests, take_requests, write_status
-from hubcensus.queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
+from hubcensus.queries.store import SnapshotMeta, SnapshotStore, redact_url, remove_snapshot
 
 log = logging.getLogger(__name__)
 

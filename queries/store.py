@@ -25,10 +25,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import filelock
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from hubcensus.queries.frameworks import sql_literal
 
@@ -43,6 +44,17 @@ class SnapshotNotFound(LookupError):
     def __init__(self, snapshot_id: str) -> None:
         super().__init__(snapshot_id)
         self.snapshot_id = snapshot_id
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown or stored: a `user:password@` part becomes `***@`; the rest is kept.
+
+    Everything that records an endpoint (logs, printed lines, meta.json `source`, status.json, error
+    messages) goes through this, so credentials given in the URL never leave the request itself.
+    """
+    parts = urlsplit(url)
+    _, at, hostport = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"***@{hostport}")) if at else url
 
 
 class SnapshotMeta(BaseModel):
@@ -66,6 +78,13 @@ class SnapshotMeta(BaseModel):
         description="How an import read its records: DuckDB's JSON reader alone, DuckDB with Python re-reading "
         "the records it could not claim, or record by record in Python.",
     )
+
+    @field_validator("source")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        # Snapshots recorded before sources were redacted may hold `user:password@` in meta.json: never
+        # serve or print it, whatever wrote the file.
+        return redact_url(value)
 
 
 def new_snapshot_id(taken_at: datetime) -> str:
