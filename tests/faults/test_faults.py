@@ -116,12 +116,11 @@ def test_max_rate_paces_requests(tmp_path: Path, crawl_2022: list[dict[str, Any]
         ingest_hub(tmp_path, options=opts(hub.url, max_rate=5.0, page_size=500))
         took = time.monotonic() - started
         times = [r.received_at for r in hub.requests if r.path == "/api/models"]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
     floor = (len(times) - 1) / 5.0
     # The pacer spaces the sends; the server sees arrivals, which a loaded machine delays by tens of ms: one late
     # arrival shortens the gap after it. So: no window of k requests shorter than k intervals, less 100 ms.
     assert all(times[j] - times[i] >= (j - i) / 5.0 - 0.1 for i, j in itertools.combinations(range(len(times)), 2))
-    assert sum(gaps) / len(gaps) >= 0.195 and took <= floor * 1.1 + 1.0
+    assert took <= floor * 1.1 + 1.0  # and not much slower than the rate allows
     report("max rate 5/s", calls=len(times), floor_s=floor, total_s=round(took, 2), ratio=round(took / floor, 3))
 
 
