@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from hubcensus.queries.frameworks import METHODS, WEIGHT_FILE, mask_sql, sql_literal
+from hubcensus.ingest.records import MAX_CONFIG_TEXT
+from hubcensus.queries.frameworks import WEIGHT_FILE, classified_sql, sql_literal
 
 JsonFormat = Literal["newline_delimited", "array"]
 Compression = Literal["gzip", "none"]
@@ -32,9 +33,16 @@ _SCALARS = (
     "id", "modelId", "author", "createdAt", "created_at", "lastModified", "last_modified",
     "downloads", "likes", "pipeline_tag", "library_name", "private", "gated",
 )  # fmt: skip
+# The Hub's `config` and `transformersInfo` objects, read for three facts and never checked (a value of another
+# shape is no fact, as in ingest.records.config_facts).
+_CONFIGS = ("config", "transformersInfo", "transformers_info")
 # Lists are typed: DuckDB refuses a non-list (the whole file then goes to the exact reader), and
 # elements stay JSON text, so a number among the tags is seen rather than silently made text.
-_COLUMNS = "{" + ", ".join(f"{k}: 'JSON'" for k in _SCALARS) + ", tags: 'JSON[]', siblings: 'STRUCT(rfilename JSON)[]'}"
+_COLUMNS = (
+    "{"
+    + ", ".join(f"{k}: 'JSON'" for k in (*_SCALARS, *_CONFIGS))
+    + ", tags: 'JSON[]', siblings: 'STRUCT(rfilename JSON)[]'}"
+)
 
 # A time as text that pydantic and DuckDB read alike: ISO 8601, at most millisecond precision
 # (snapshots store milliseconds), UTC, an offset, or none (both then take it as UTC).
@@ -72,6 +80,30 @@ _PLAIN = f"""(
 )"""
 
 
+def _json_object(value: str) -> str:
+    """A JSON value as itself, or JSON text in a string (a Parquet column) parsed, as config_facts does."""
+    text = f"({value}->>'$')"
+    parsed = f"CASE WHEN length({text}) <= {MAX_CONFIG_TEXT} THEN TRY_CAST({text} AS JSON) END"
+    return f"CASE WHEN json_type({value}) = 'VARCHAR' THEN {parsed} ELSE {value} END"
+
+
+def _json_text_at(value: str, path: str) -> str:
+    return f"CASE WHEN json_type({value}, '{path}') = 'VARCHAR' THEN json_extract_string({value}, '{path}') END"
+
+
+def config_facts_sql(config: str, info: str) -> tuple[str, str, str]:
+    """SQL of `model_type`, `architectures` and `auto_model` from JSON values `config` and `info`
+    (transformersInfo): strings and a list of strings, anything else NULL, as ingest.records.config_facts."""
+    cfg = _json_object(config)
+    elements = f"json_extract({cfg}, '$.architectures[*]')"
+    architectures = (
+        f"CASE WHEN json_type({cfg}, '$.architectures') = 'ARRAY' AND coalesce(list_bool_and("
+        f"list_transform({elements}, lambda e: json_type(e) = 'VARCHAR')), true) "
+        f"THEN json_extract_string({cfg}, '$.architectures[*]') END"
+    )
+    return _json_text_at(cfg, "$.model_type"), architectures, _json_text_at(_json_object(info), "$.auto_model")
+
+
 def _when_plain(expr: str) -> str:
     # Conversions run only on plain rows: on any other value a cast could raise and stop the load.
     return f"CASE WHEN plain THEN {expr} END"
@@ -88,6 +120,7 @@ def rows_sql(fmt: JsonFormat, compression: Compression) -> str:
     A record that is not plain gives a row whose columns are all NULL, id included.
     """
     weight = sql_literal(WEIGHT_FILE.pattern)
+    model_type, architectures, auto_model = config_facts_sql("config", "coalesce(transformersInfo, transformers_info)")
     return f"""
 SELECT
     {_when_plain("mid->>'$'")} AS id,
@@ -103,7 +136,10 @@ SELECT
     {_when_plain("private::BOOLEAN")} AS private,
     {_when_plain(_GATED)} AS gated,
     {_when_plain(f"list_filter({_FILE_NAMES}, lambda f: regexp_matches(lower(f), {weight}))")}
-        AS weight_files
+        AS weight_files,
+    {_when_plain(model_type)} AS model_type,
+    {_when_plain(architectures)} AS architectures,
+    {_when_plain(auto_model)} AS auto_model
 FROM (
     SELECT *, {_PLAIN} AS plain
     FROM (
@@ -123,8 +159,7 @@ def models_sql(select: str) -> str:
 
     The caller checks the result for rows that were not plain (NULL id) and for repeated ids.
     """
-    masks = ",\n    ".join(f"{mask_sql(m)} AS fw_{m}" for m in METHODS)
-    return f"CREATE TABLE out.models AS\nSELECT *,\n    {masks}\nFROM ({select})\nORDER BY id\n"
+    return f"CREATE TABLE out.models AS\n{classified_sql(select)}\nORDER BY id\n"
 
 
 CHECK_SQL = "SELECT count(*), count(*) - count(id), count(id) - count(DISTINCT id) FROM out.models"
@@ -148,6 +183,8 @@ PARQUET_TYPES: dict[str, set[str]] = {
     "gated": {"VARCHAR", "BOOLEAN"},
     "tags": {"VARCHAR[]"},
 }
+# config and transformersInfo: JSON text, or a struct (read as JSON); any other type goes to the exact reader.
+_CONFIG_TYPE = re.compile(r"^(VARCHAR|JSON|STRUCT\(.*\))$")
 _SIBLINGS_TYPE = re.compile(r"^STRUCT\((.*, )?rfilename VARCHAR[,)].*\[\]$")
 _PARQUET_PLAIN = """(
     mid IS NOT NULL AND mid <> ''
@@ -177,6 +214,8 @@ def parquet_rows_sql(columns: dict[str, str]) -> str | None:
             return None
     if "siblings" in columns and not _SIBLINGS_TYPE.match(columns["siblings"]):
         return None
+    if any(name in columns and not _CONFIG_TYPE.match(columns[name]) for name in _CONFIGS):
+        return None
     if {"createdAt", "created_at"} <= columns.keys() or {"lastModified", "last_modified"} <= columns.keys():
         return None  # two spellings of one field: which wins, per row, is left to the exact reader
 
@@ -192,6 +231,15 @@ def parquet_rows_sql(columns: dict[str, str]) -> str | None:
         gated = "CASE WHEN gated THEN 'true' WHEN NOT gated THEN 'false' END"
     names = "list_transform(siblings, lambda s: s.rfilename)" if "siblings" in columns else "NULL::VARCHAR[]"
     weight = sql_literal(WEIGHT_FILE.pattern)
+
+    def as_json(name: str) -> str:
+        if name not in columns:
+            return "NULL::JSON"
+        # A struct as the JSON object it is; text as the JSON string it holds (parsed by config_facts_sql).
+        return f'to_json("{name}")'
+
+    info = f"coalesce({as_json('transformersInfo')}, {as_json('transformers_info')})"
+    model_type, architectures, auto_model = config_facts_sql("config_json", "info_json")
     return f"""
 SELECT
     {_when_plain("mid")} AS id,
@@ -205,7 +253,10 @@ SELECT
     {_when_plain("library_name")} AS library_name,
     {_when_plain("private")} AS private,
     {_when_plain("gated")} AS gated,
-    {_when_plain(f"list_filter(names, lambda f: regexp_matches(lower(f), {weight}))")} AS weight_files
+    {_when_plain(f"list_filter(names, lambda f: regexp_matches(lower(f), {weight}))")} AS weight_files,
+    {_when_plain(model_type)} AS model_type,
+    {_when_plain(architectures)} AS architectures,
+    {_when_plain(auto_model)} AS auto_model
 FROM (
     SELECT *, {_PARQUET_PLAIN} AS plain
     FROM (
@@ -216,7 +267,7 @@ FROM (
             {col("downloads", "BIGINT")}::BIGINT AS downloads, {col("likes", "BIGINT")}::BIGINT AS likes,
             {col("tags", "VARCHAR[]")} AS tags, {col("pipeline_tag")} AS pipeline_tag,
             {col("library_name")} AS library_name, {col("private", "BOOLEAN")} AS private,
-            ({gated})::VARCHAR AS gated, {names} AS names
+            ({gated})::VARCHAR AS gated, {names} AS names, {as_json("config")} AS config_json, {info} AS info_json
         FROM read_parquet(?)
     )
 )"""

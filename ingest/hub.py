@@ -52,8 +52,11 @@ EXPAND: list[ExpandModelProperty_T] = [
     "library_name",
     "private",
     "gated",
-    "sha",
     "siblings",
+    # The classifier's facts (queries.frameworks.Facts): config.model_type and .architectures, and
+    # transformersInfo.auto_model. Their cost per page is measured in docs/ARCHITECTURE.md ("What ingest asks").
+    "config",
+    "transformersInfo",
 ]
 
 

@@ -7,6 +7,7 @@ become null; a record whose known fields have the wrong type is rejected with a 
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +45,10 @@ class HubModelRecord(BaseModel):
     gated: str | None = None
     sha: str | None = None
     siblings: list[Sibling] | None = Field(None, fail_fast=True)
+    # Read leniently: a config is the repo's own file, so a value of an unexpected shape is no fact (null), never
+    # a bad record. Only `model_type`, `architectures` and `auto_model` are kept (queries.frameworks.Facts).
+    config: Any = None
+    transformers_info: Any = Field(None, validation_alias=AliasChoices("transformersInfo", "transformers_info"))
 
     @model_validator(mode="before")
     @classmethod
@@ -89,8 +94,39 @@ class HubModelRecord(BaseModel):
             "private": self.private,
             "gated": self.gated,
             "weight_files": weight_files(None if self.siblings is None else [s.rfilename for s in self.siblings]),
+            **config_facts(self.config, self.transformers_info),
         }
 
+
+def config_facts(config: Any, transformers_info: Any) -> dict[str, Any]:
+    """`model_type` and `architectures` of the Hub's `config`, `auto_model` of its `transformersInfo`.
+
+    A value of any other shape than the Hub's (an object with a string, a list of strings) is null: the same
+    rule as ingest.duckread's SQL. A config given as JSON text (a hub-stats Parquet column) is read as JSON.
+    """
+    if isinstance(config, str):
+        config = _json_object(config)
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    auto_model = transformers_info.get("auto_model") if isinstance(transformers_info, dict) else None
+    return {
+        "model_type": model_type if isinstance(model_type, str) else None,
+        "architectures": architectures
+        if isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)
+        else None,
+        "auto_model": auto_model if isinstance(auto_model, str) else None,
+    }
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text) if len(text) <= MAX_CONFIG_TEXT else None
+    except (ValueError, RecursionError):
+        return None
+
+
+# A config as JSON text longer than this is not read (a Hub config is a few KB; DuckDB's reader alike).
+MAX_CONFIG_TEXT = 1 << 20
 
 _REPR_SIBLING = re.compile(r"""^RepoSibling\(rfilename=(['"])(.*?)\1[,)]""")
 
@@ -114,6 +150,9 @@ ROW_SCHEMA = pa.schema(
         ("private", pa.bool_()),
         ("gated", pa.string()),
         ("weight_files", pa.list_(pa.string())),
+        ("model_type", pa.string()),
+        ("architectures", pa.list_(pa.string())),
+        ("auto_model", pa.string()),
     ]
 )
 
@@ -128,7 +167,12 @@ def _keys(model: type[BaseModel]) -> list[str]:
 
 
 Shape = dict[str, "Shape | None"]
-RECORD_SHAPE: Shape = {key: None for key in _keys(HubModelRecord)} | {"siblings": dict.fromkeys(_keys(Sibling))}
+RECORD_SHAPE: Shape = (
+    {key: None for key in _keys(HubModelRecord)}
+    | {"siblings": dict.fromkeys(_keys(Sibling))}
+    | {"config": {"model_type": None, "architectures": None}}
+    | {key: {"auto_model": None} for key in ("transformersInfo", "transformers_info")}
+)
 """The parts of a record `parse_record` reads: these keys of the record object (the whole value, None), and of
 each object in `siblings` only its own keys. The streaming reader (ingest.jsonread) builds only these, as DuckDB's
 reader (ingest.duckread) reads only these columns: the rest of a record, however large or deep, is skipped."""

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
-import os
 import shutil
 import threading
 import time
@@ -25,14 +23,14 @@ import pyarrow as pa
 
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import ROW_SCHEMA
-from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS, mask_sql
+from hubcensus.queries.frameworks import CLASSIFIER_VERSION, WEIGHT_FILE, classified_sql
 from hubcensus.queries.store import (
     DB_NAME,
-    META_NAME,
     SnapshotMeta,
     clean_tmp,
-    fsync_path,
     new_snapshot_id,
+    publish,
+    seal,
     sql_path,
     tmp_creation_lock,
 )
@@ -53,7 +51,8 @@ _STAGING_DDL = """
 CREATE TABLE staging (
     seq BIGINT, id VARCHAR, author VARCHAR, created_at TIMESTAMP, last_modified TIMESTAMP,
     downloads BIGINT, likes BIGINT, tags VARCHAR[], pipeline_tag VARCHAR, library_name VARCHAR,
-    private BOOLEAN, gated VARCHAR, weight_files VARCHAR[]
+    private BOOLEAN, gated VARCHAR, weight_files VARCHAR[], model_type VARCHAR, architectures VARCHAR[],
+    auto_model VARCHAR
 )
 """
 
@@ -68,17 +67,11 @@ def _models_sql() -> str:
     # here: a published snapshot never changes, so queries never have to re-derive them. Rows staged
     # by DuckDB's JSON reader have no seq: their row id is their record number (see stage_select), and
     # a NULL id marks a record it left to the exact reader.
-    masks = ",\n    ".join(f"{mask_sql(m)} AS fw_{m}" for m in METHODS)
-    return f"""
-CREATE TABLE out.models AS
-SELECT id, author, created_at, last_modified, downloads, likes, tags, pipeline_tag, library_name,
-    private, gated, weight_files,
-    {masks}
+    latest = f"""SELECT {", ".join(ROW_SCHEMA.names)}
 FROM staging
 WHERE id IS NOT NULL
-QUALIFY row_number() OVER (PARTITION BY id ORDER BY coalesce(seq, rowid) DESC) = 1
-ORDER BY id
-"""
+QUALIFY row_number() OVER (PARTITION BY id ORDER BY coalesce(seq, rowid) DESC) = 1"""
+    return f"CREATE TABLE out.models AS\n{classified_sql(latest)}\nORDER BY id\n"
 
 
 _PROGRESS_DDL = """
@@ -171,7 +164,7 @@ class SnapshotWriter:
             return self
         for leftover in (self._tmp / STAGING_NAME, self._tmp / (STAGING_NAME + ".wal")):
             leftover.unlink(missing_ok=True)
-        self._con = _connect(self._tmp / STAGING_NAME)
+        self._con = connect(self._tmp / STAGING_NAME)
         self._con.execute(_STAGING_DDL)
         self._con.execute(_BAD_DDL)
         self._con.execute(_PROGRESS_DDL)
@@ -185,7 +178,7 @@ class SnapshotWriter:
             return False
         con = None
         try:
-            con = _connect(db)
+            con = connect(db)
             rows = con.execute(
                 "SELECT id, taken_at, next_url, pages, rows_seen, epoch(now() - updated_at) FROM progress"
             ).fetchall()
@@ -265,8 +258,12 @@ class SnapshotWriter:
         before = (self.rows_seen, self.pages, self.next_url)
         con.execute("BEGIN TRANSACTION")
         try:
+            # A page is flushed whole below, so its rows need no byte accounting: the page's HTTP body, already
+            # in memory, bounds them (16 us a row saved, a fifth of the ingest's Python time).
             for row in rows:
-                self.add(row)
+                row["seq"] = self.rows_seen
+                self.rows_seen += 1
+            self._batch.extend(rows)
             for position, reason, excerpt in bad:
                 self.add_bad(position, reason, excerpt)
             self.flush()
@@ -421,6 +418,7 @@ class SnapshotWriter:
             duplicates=self.rows_seen - models,
             duration_s=round(time.monotonic() - self._started, 3),
             classifier_version=CLASSIFIER_VERSION,
+            weight_file_pattern=WEIGHT_FILE.pattern,
             published_at=datetime.now(UTC),
             bad_reasons=self.bad_reasons(),
             params=self.params,
@@ -432,17 +430,8 @@ class SnapshotWriter:
         self._con = None
         for staging in (self._tmp / STAGING_NAME, self._tmp / (STAGING_NAME + ".wal")):
             staging.unlink(missing_ok=True)
-        (self._tmp / META_NAME).write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
-        for name in (DB_NAME, META_NAME):
-            # Read-only on disk too: a published snapshot is immutable, and tools should see that.
-            (self._tmp / name).chmod(0o444)
-            fsync_path(self._tmp / name)
-        (self._tmp / ".lock").unlink(missing_ok=True)
-        snapshots_dir = self.data_dir / "snapshots"
-        snapshots_dir.mkdir(parents=True, exist_ok=True)
-        # The publication point: one rename of a complete directory within one file system.
-        os.rename(self._tmp, snapshots_dir / self.id)
-        fsync_path(snapshots_dir)
+        seal(self._tmp, meta)
+        publish(self.data_dir, self._tmp, self.id)
         return meta
 
 
@@ -457,7 +446,8 @@ def _text_bytes(row: dict[str, Any]) -> int:
     return size
 
 
-def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+def connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """A writer's connection to a snapshot file: bounded memory, UTC, progress tracked but not printed."""
     con = duckdb.connect(str(path), config=WRITER_CONFIG)
     # Times are stored as naive UTC; the JSON reader's casts through TIMESTAMPTZ must not shift them.
     con.execute("SET TimeZone = 'UTC'")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from hubcensus.queries.frameworks import BIT, Framework, combination_name, frameworks_of, shared_combinations
+from hubcensus.queries.frameworks import BIT, Framework, combination_name, shared_combinations
 
 
 class Bucket(BaseModel):
@@ -27,29 +28,41 @@ class Bucket(BaseModel):
     exclusive: dict[str, int] = Field(description="Per framework: models with that framework only.")
     # Empty (no columns to nest) when the universe is a single framework.
     combinations: dict[str, int] = Field(
-        default_factory=dict, description="Per combination of 2+ frameworks, e.g. `pytorch+tensorflow`."
+        default_factory=dict,
+        description="Per combination of 2+ frameworks that occurs, e.g. `pytorch+tensorflow` (feeds: a column each).",
     )
     pct: dict[str, float | None] = Field(
         description="`<framework>_only` and `shared` as percent of with_framework (null when it is 0)."
     )
 
 
+@cache
+def _layout(universe: tuple[Framework, ...]) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]:
+    """(column, mask) of each framework alone and of each combination, for a universe: computed once, as a
+    share of 100 groups in the universe of seven would otherwise name 12,000 combinations per answer."""
+    alone = tuple((fw, BIT[fw]) for fw in universe)
+    together = tuple((f"combinations.{combination_name(m)}", m) for m in shared_combinations(universe))
+    return alone, together
+
+
 def bucket_columns(universe: Sequence[Framework]) -> list[tuple[str, pa.DataType]]:
     """The flat bucket columns for a universe, in order, with their Arrow types."""
+    alone, together = _layout(tuple(universe))
     cols: list[tuple[str, pa.DataType]] = [(c, pa.int64()) for c in ("models", "with_framework", "none", "shared")]
-    cols += [(f"exclusive.{fw}", pa.int64()) for fw in universe]
-    cols += [(f"combinations.{combination_name(m)}", pa.int64()) for m in shared_combinations(universe)]
-    cols += [(f"pct.{fw}_only", pa.float64()) for fw in universe]
+    cols += [(f"exclusive.{fw}", pa.int64()) for fw, _ in alone]
+    cols += [(name, pa.int64()) for name, _ in together]
+    cols += [(f"pct.{fw}_only", pa.float64()) for fw, _ in alone]
     cols.append(("pct.shared", pa.float64()))
     return cols
 
 
 def bucket_values(counts: dict[int, int], universe: Sequence[Framework]) -> dict[str, Any]:
     """One flat bucket from counts per framework bitmask (already restricted to the universe)."""
+    alone, together = _layout(tuple(universe))
     models = sum(counts.values())
     none = counts.get(0, 0)
     with_framework = models - none
-    shared = sum(n for mask, n in counts.items() if len(frameworks_of(mask)) >= 2)
+    shared = sum(n for mask, n in counts.items() if mask.bit_count() >= 2)
 
     def pct(n: int) -> float | None:
         return round(100 * n / with_framework, 2) if with_framework else None
@@ -60,12 +73,12 @@ def bucket_values(counts: dict[int, int], universe: Sequence[Framework]) -> dict
         "none": none,
         "shared": shared,
     }
-    for fw in universe:
-        values[f"exclusive.{fw}"] = counts.get(BIT[fw], 0)
-    for mask in shared_combinations(universe):
-        values[f"combinations.{combination_name(mask)}"] = counts.get(mask, 0)
-    for fw in universe:
-        values[f"pct.{fw}_only"] = pct(counts.get(BIT[fw], 0))
+    for fw, bit in alone:
+        values[f"exclusive.{fw}"] = counts.get(bit, 0)
+    for name, mask in together:
+        values[name] = counts.get(mask, 0)
+    for fw, bit in alone:
+        values[f"pct.{fw}_only"] = pct(counts.get(bit, 0))
     values["pct.shared"] = pct(shared)
     return values
 
@@ -73,18 +86,39 @@ def bucket_values(counts: dict[int, int], universe: Sequence[Framework]) -> dict
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
     """`{"a.b": 1}` → `{"a": {"b": 1}}`, one level, keeping key order.
 
-    A bucket (a row with `exclusive.*` columns) always gets its `combinations` object: a universe of one
-    framework has no combination of two or more, hence no such column, and its object is empty.
+    A bucket (a row with `exclusive.*` columns) always gets its `combinations` object, holding the combinations
+    that occur (a count other than 0). The feeds have a column for each combination of two or more frameworks of
+    the universe, 120 for all seven, most of them 0 on any snapshot: listing them all made the default JSON
+    answer ten times larger (191 KB against 18 KB for a share by task at 100,000 models). A universe of one
+    framework has no combination: its object is empty.
     """
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        head, dot, tail = key.partition(".")
-        if head == "pct" and "exclusive" in out:
-            out.setdefault("combinations", {})
-        if dot:
-            out.setdefault(head, {})[tail] = value
-        else:
-            out[key] = value
+    return nest_rows([flat], list(flat))[0]
+
+
+def nest_rows(rows: list[dict[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """`nest` for many rows with the same columns: the key plan is worked out once (a share of 100 groups in the
+    universe of seven has 14,000 dotted keys)."""
+    plan: list[tuple[str, str, str | None]] = []  # (column, head, tail or None for a top-level key)
+    heads: list[str] = []
+    for name in names:
+        head, dot, tail = name.partition(".")
+        if head == "pct" and "exclusive" in heads and "combinations" not in heads:
+            heads.append("combinations")  # an empty object where a one-framework bucket has no combination
+        if head not in heads:
+            heads.append(head)
+        plan.append((name, head, tail if dot else None))
+    groups = {key for _, key, sub in plan if sub is not None} | ({"combinations"} & set(heads))
+    out = []
+    for row in rows:
+        nested: dict[str, Any] = {}
+        for head in heads:
+            nested[head] = {} if head in groups else None
+        for column, key, sub in plan:
+            if sub is None:
+                nested[key] = row[column]
+            elif key != "combinations" or row[column]:
+                nested[key][sub] = row[column]
+        out.append(nested)
     return out
 
 

@@ -9,7 +9,19 @@ import duckdb
 import pyarrow as pa
 
 from hubcensus.queries.filters import METHOD_COLUMNS, ModelFilter, selected_cte, universe_of
-from hubcensus.queries.frameworks import BIT, FRAMEWORKS, METHODS, Framework, Method, combination_name, evidence
+from hubcensus.queries.frameworks import (
+    BIT,
+    CLASSIFIER_VERSION,
+    FRAMEWORKS,
+    METHODS,
+    Facts,
+    Framework,
+    Method,
+    combination_name,
+    explain,
+    frameworks_of,
+    shared_combinations,
+)
 from hubcensus.queries.sql import run
 
 Dimension = Literal["pipeline_tag", "library_name", "author"]
@@ -61,12 +73,15 @@ def bucket_sql(method: Method, universe: Sequence[Framework]) -> dict[str, str]:
     conditions["shared"] = f"bit_count({col} & {mask}) >= 2"
     conditions["none"] = f"{col} & {mask} = 0"
     conditions["any"] = f"{col} & {mask} <> 0"
+    # Every combination of two or more is a bucket too (`pytorch+gguf`): the models behind a share's
+    # `combinations` count.
+    conditions |= {combination_name(m): f"{col} & {mask} = {m}" for m in shared_combinations(universe)}
     return conditions
 
 
 def bucket_names(universe: Sequence[Framework] = FRAMEWORKS) -> list[str]:
-    """Valid `bucket` filter values."""
-    return [*(f"{fw}_only" for fw in universe), "shared", "none", "any"]
+    """Valid `bucket` filter values: `<fw>_only`, `shared`, `none`, `any`, and each exact combination."""
+    return list(bucket_sql("inferred", universe))
 
 
 def list_models(
@@ -102,23 +117,38 @@ LIMIT $limit OFFSET $offset
 
 
 def model_detail(con: duckdb.DuckDBPyConnection, model_id: str) -> dict[str, Any] | None:
-    """One model with its frameworks under each method and the evidence (tag, file or library rule)."""
+    """One model: its metadata, the facts the classifier read, and its frameworks under each method with the
+    evidence (the rule, and the tags, files, library or config fields it matched), under this classifier."""
     rows = run(
         con,
         """SELECT id, author, pipeline_tag, library_name, created_at, last_modified, downloads, likes,
-                  private, gated, tags, weight_files
+                  private, gated, tags, weight_files, model_type, architectures, auto_model,
+                  fw_tags, fw_files, fw_inferred, fw_loadable
            FROM models WHERE id = $id""",
         {"id": model_id},
     ).to_pylist()
     if not rows:
         return None
     row: dict[str, Any] = rows[0]
-    ev = evidence(row["tags"], row["weight_files"], row["library_name"])
+    stored = {m: row.pop(f"fw_{m}") for m in METHODS}
+    ev = explain(Facts.of_row(row))
     row["frameworks"] = {
         m: {
-            "frameworks": sorted({e.framework for e in ev[m]}, key=FRAMEWORKS.index),
-            "evidence": [{"framework": e.framework, "rule": e.rule, "matched": e.matched} for e in ev[m]],
+            # What every other answer counts (the snapshot's columns); the evidence is this classifier's, the
+            # same rules unless the snapshot predates it (then `hubcensus reclassify` brings it up to date).
+            "frameworks": frameworks_of(stored[m]),
+            "evidence": [
+                {
+                    "framework": e.framework,
+                    "rule": e.rule,
+                    "matched": e.matched,
+                    "reason": e.reason,
+                    "convention": e.convention,
+                }
+                for e in ev[m]
+            ],
         }
         for m in METHODS
     }
+    row["evidence_classifier_version"] = CLASSIFIER_VERSION
     return row

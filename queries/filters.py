@@ -20,7 +20,12 @@ PLACEHOLDER_FROM = "2022-03-02 23:29:04"
 PLACEHOLDER_UNTIL = "2022-03-02 23:29:06"
 
 # Allow-lists: the only identifiers user input can select.
-METHOD_COLUMNS: dict[Method, str] = {"tags": "fw_tags", "files": "fw_files", "inferred": "fw_inferred"}
+METHOD_COLUMNS: dict[Method, str] = {
+    "tags": "fw_tags",
+    "files": "fw_files",
+    "inferred": "fw_inferred",
+    "loadable": "fw_loadable",
+}
 ORDER_COLUMNS: dict[PopularityOrder, str] = {"downloads": "downloads", "likes": "likes"}
 WEIGHT_SQL: dict[Weight, str] = {
     "models": "count(*)",

@@ -15,6 +15,9 @@ only a tmp/ directory whose lock nobody holds; `clean_tmp` removes such leftover
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import json
 import os
 import re
 import secrets
@@ -57,6 +60,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{hostport}")) if at else url
 
 
+class Reclassification(BaseModel):
+    """A snapshot's framework columns recomputed from its stored facts under a newer classifier."""
+
+    at: datetime
+    from_version: str = Field(description="The classifier the snapshot was published (or last reclassified) with.")
+    changed: dict[str, int] = Field(description="Per method, how many models' framework sets changed.")
+    missing_facts: list[str] = Field(
+        default_factory=list, description="Fact columns the snapshot predates (null for every model)."
+    )
+
+
 class SnapshotMeta(BaseModel):
     """What every snapshot records about itself; stored as meta.json beside the DuckDB file."""
 
@@ -68,11 +82,19 @@ class SnapshotMeta(BaseModel):
     bad_records: int = Field(description="Records that could not be read and were left out.")
     duplicates: int = Field(0, description="Records dropped because a later record had the same id.")
     duration_s: float = Field(description="Wall time from start to publication, in seconds.")
-    classifier_version: str
+    classifier_version: str = Field(description="The classifier whose rules computed the framework columns.")
     published_at: datetime
     schema_version: int = SCHEMA_VERSION
     bad_reasons: dict[str, int] = Field(default_factory=dict, description="Bad records by reason.")
     params: dict[str, Any] = Field(default_factory=dict, description="Filters or limits the run used.")
+    weight_file_pattern: str | None = Field(
+        None,
+        description="The pattern of the file names the snapshot kept (`weight_files`); null: a release before it was "
+        "recorded, whose filter kept fewer names.",
+    )
+    reclassified: Reclassification | None = Field(
+        None, description="Set when `hubcensus reclassify` recomputed the framework columns (the last time)."
+    )
     reader: Literal["duckdb", "duckdb+python", "python"] | None = Field(
         None,
         description="How an import read its records: DuckDB's JSON reader alone, DuckDB with Python re-reading "
@@ -126,11 +148,13 @@ class SnapshotStore:
         key = (st.st_mtime_ns, st.st_ino)
         with self._lock:
             if key != self._listing_key:
+                before = {m.id: m for m in self._listing}
                 self._listing = self._read_listing()
                 self._listing_key = key
-                listed = {m.id for m in self._listing}
-                for gone in [sid for sid in self._catalogs if sid not in listed]:
-                    self._retired[self._catalogs.pop(gone)] = time.monotonic()
+                now = {m.id: m for m in self._listing}
+                # Removed, or replaced by a reclassified copy (same id, new meta): the attached file is the old one.
+                for sid in [sid for sid in self._catalogs if sid not in now or before.get(sid, now[sid]) != now[sid]]:
+                    self._retired[self._catalogs.pop(sid)] = time.monotonic()
             return list(self._listing)
 
     def _read_listing(self) -> list[SnapshotMeta]:
@@ -296,6 +320,63 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def seal(directory: Path, meta: SnapshotMeta) -> None:
+    """Write meta.json beside the snapshot's DuckDB file, and make both read-only and durable: the directory
+    is then a complete snapshot, ready for `publish` or `replace`."""
+    (directory / META_NAME).write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
+    for name in (DB_NAME, META_NAME):
+        # Read-only on disk too: a published snapshot is immutable, and tools should see that.
+        (directory / name).chmod(0o444)
+        fsync_path(directory / name)
+    (directory / ".lock").unlink(missing_ok=True)
+
+
+def publish(data_dir: Path, directory: Path, snapshot_id: str) -> None:
+    """Make a sealed snapshot directory visible: one rename into snapshots/, within one file system."""
+    snapshots_dir = Path(data_dir) / "snapshots"
+    snapshots_dir.mkdir(parents=True, exist_ok=True)
+    os.rename(directory, snapshots_dir / snapshot_id)
+    fsync_path(snapshots_dir)
+
+
+def replace(data_dir: Path, directory: Path, snapshot_id: str) -> None:
+    """Swap a published snapshot for the sealed `directory` (a reclassified copy), atomically, and delete the old.
+
+    Linux's renameat2(RENAME_EXCHANGE) swaps the two directories in one step, so a reader sees the old snapshot
+    or the new one, never none; a request already reading the old file finishes (POSIX unlink semantics).
+    Elsewhere the old one is renamed away first, leaving a moment in which the id is not listed.
+    """
+    target = Path(data_dir) / "snapshots" / snapshot_id
+    if not (target / META_NAME).exists():
+        raise SnapshotNotFound(snapshot_id)
+    if not _exchange(directory, target):
+        with tmp_creation_lock(data_dir):
+            aside = Path(data_dir) / "tmp" / f"replaced-{snapshot_id}-{secrets.token_hex(3)}"
+            os.rename(target, aside)
+        os.rename(directory, target)
+        directory = aside
+    fsync_path(target.parent)
+    shutil.rmtree(directory, ignore_errors=True)  # now the old snapshot
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with renameat2; False where the system cannot (then nothing was done)."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False  # an old kernel, or a file system without RENAME_EXCHANGE
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def remove_snapshot(data_dir: Path, snapshot_id: str) -> None:

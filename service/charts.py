@@ -40,7 +40,15 @@ MAX_BREAKS_SHOWN = 3
 
 # Fixed colours, so every chart (and the dashboard's legend) reads the same way. A framework without a fixed
 # colour gets the next free one of the palette, in FRAMEWORKS order, so adding one needs no change here.
-FRAMEWORK_COLORS = {"pytorch": "#ee4c2c", "tensorflow": "#ff9f00", "jax": "#5e97f6"}
+FRAMEWORK_COLORS = {
+    "pytorch": "#ee4c2c",
+    "tensorflow": "#ff9f00",
+    "jax": "#5e97f6",
+    "keras": "#2e7d32",
+    "mlx": "#111111",
+    "gguf": "#00a3a3",
+    "onnx": "#8c564b",
+}
 PALETTE = ("#2ca02c", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#1f3a93", "#6b6ecf", "#9c9ede")
 SHARED_COLOR = "#8e6bbf"
 NONE_COLOR = "#c7c7c7"

@@ -44,7 +44,7 @@ FRAMEWORKS_PATTERN = f"^ *{_NAME} *(, *{_NAME} *)*(, *)?$"
 
 
 def parse_frameworks(value: str) -> list[Framework]:
-    """The `frameworks` parameter: a comma list, a non-empty subset of pytorch,tensorflow,jax."""
+    """The `frameworks` parameter: a comma list, a non-empty subset of FRAMEWORKS (the seven of 2026)."""
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in FRAMEWORKS]
     if unknown or not names:
@@ -67,12 +67,18 @@ class Analysis(BaseModel):
 
 async def analysis(
     method: Annotated[
-        Method, Query(description="`tags`, `files` or `inferred`: see docs/METHODOLOGY.md.")
+        Method,
+        Query(
+            description="How frameworks are decided: `tags` (the Hub's weight tags, as the 2021-22 analyses), `files`"
+            " (file names), `inferred` (tags, files, library, config and how today's tools write files; the default),"
+            " `loadable` (inferred, plus what transformers 4.x could load the weights into). See docs/METHODOLOGY.md."
+        ),
     ] = "inferred",
     frameworks: Annotated[
         str,
         Query(
-            description="The universe of the comparison, a comma list of pytorch,tensorflow,jax.",
+            description=f"The universe of the comparison, a comma list of {','.join(FRAMEWORKS)} (default: all)."
+            " Frameworks outside it are ignored: `pytorch,tensorflow` asks the 2021-22 question.",
             examples=["pytorch,tensorflow"],
             pattern=FRAMEWORKS_PATTERN,
         ),

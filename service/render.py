@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from fastapi import Request
 from fastapi.responses import Response
 
-from hubcensus.queries.buckets import nest
+from hubcensus.queries.buckets import nest_rows
 from hubcensus.service.charts import ChartBuilder, to_png, to_svg
 from hubcensus.service.deps import query_defaults
 from hubcensus.service.errors import ApiError
@@ -240,7 +240,7 @@ def render(
     if fmt == "json":
         envelope = {
             **answer.envelope,
-            "rows": [nest(r) for r in rows.to_pylist()],
+            "rows": nest_rows(rows.to_pylist(), rows.column_names),
             "next": next_cursor,
             "next_url": next_url,
         }

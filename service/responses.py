@@ -16,8 +16,8 @@ from hubcensus.service.render import CHART_FORMATS, FORMATS, MEDIA_TYPES, Answer
 
 
 def snapshot_ref(meta: SnapshotMeta) -> dict[str, Any]:
-    """Which snapshot answered: every answer states it, so it can be reproduced."""
-    return {"id": meta.id, "taken_at": meta.taken_at}
+    """Which snapshot answered, and under which classifier: every answer states both, so it can be reproduced."""
+    return {"id": meta.id, "taken_at": meta.taken_at, "classifier_version": meta.classifier_version}
 
 
 def names_snapshot(request: Request) -> bool:
@@ -37,22 +37,26 @@ def analysis_envelope(analysis: Analysis, query: dict[str, Any]) -> dict[str, An
 
 def respond_for_snapshot(
     request: Request,
-    snapshot_id: str,
+    meta: SnapshotMeta,
     *,
     params: dict[str, Any],
     page_request: PageRequest,
     compute: Callable[[Page], Answer],
     chart: ChartBuilder | None = None,
 ) -> Response:
-    """`respond` for a route over one snapshot: immutable when named by id, paging pinned to it."""
+    """`respond` for a route over one snapshot: immutable when named by id, paging pinned to it.
+
+    The classifier version is part of the answer's key: reclassifying a snapshot changes its answers (and
+    ETags) under the same id.
+    """
     return respond(
         request,
-        snapshot_key=snapshot_id,
-        params=params,
+        snapshot_key=meta.id,
+        params={**params, "_classifier": meta.classifier_version},
         page_request=page_request,
         compute=compute,
         immutable=names_snapshot(request),
-        pin={"snapshot": snapshot_id},
+        pin={"snapshot": meta.id},
         chart=chart,
     )
 
@@ -71,7 +75,7 @@ def respond_for_pair(
     return respond(
         request,
         snapshot_key=f"{meta_a.id}..{meta_b.id}",
-        params=params,
+        params={**params, "_classifier": [meta_a.classifier_version, meta_b.classifier_version]},
         page_request=page_request,
         compute=compute,
         immutable=named,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hubcensus.ingest.dumps import import_dump
-from hubcensus.queries.frameworks import Method, classify, frameworks_of
+from hubcensus.ingest.records import parse_record
+from hubcensus.queries.frameworks import FRAMEWORKS, Facts, Method, classify, frameworks_of
 from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.app import create_app
 
@@ -29,12 +30,9 @@ def read_jsonl_gz(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def bucket_of(
-    rec: dict[str, Any], method: str = "tags", universe: tuple[str, ...] | list[str] = ("pytorch", "tensorflow", "jax")
-) -> str:
+def bucket_of(rec: dict[str, Any], method: str = "tags", universe: Sequence[str] = FRAMEWORKS) -> str:
     """The bucket of one raw API record, computed in Python: a framework name, 'shared' or 'none'."""
-    files = [s["rfilename"] for s in rec.get("siblings") or []]
-    masks = classify(rec.get("tags"), files, rec.get("library_name"))
+    masks = classify(Facts.of_row(parse_record(rec)))
     fws = [f for f in frameworks_of(masks[cast(Method, method)]) if f in universe]
     return "none" if not fws else fws[0] if len(fws) == 1 else "shared"
 

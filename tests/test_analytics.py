@@ -69,7 +69,7 @@ def test_share_weighted_by_downloads(api: TestClient, ids: dict[str, str], crawl
         sums[bucket_of(rec)] += rec.get("downloads") or 0
     total = body["total"]
     assert total["models"] == sum(sums.values())
-    assert total["exclusive"] == {"pytorch": sums["pytorch"], "tensorflow": sums["tensorflow"], "jax": sums["jax"]}
+    assert total["exclusive"] == {fw: sums[fw] for fw in FRAMEWORKS}
     assert total["shared"] == sums["shared"] and total["none"] == sums["none"]
 
 
@@ -236,14 +236,22 @@ def test_models_list_and_detail(api: TestClient, ids: dict[str, str], crawl_2022
     assert downloads == sorted(downloads, reverse=True) and by_downloads[0]["id"] == most["modelId"]
     detail = api.get("/v1/models/bert-base-uncased", params={"snapshot": snap}).json()["model"]
     assert detail["frameworks"]["tags"]["frameworks"] == ["pytorch", "tensorflow", "jax"]
-    assert {"framework": "jax", "rule": "file", "matched": "flax_model.msgpack"} in detail["frameworks"]["files"][
-        "evidence"
-    ]
+    flax = next(e for e in detail["frameworks"]["files"]["evidence"] if e["framework"] == "jax")
+    assert (flax["rule"], flax["matched"], flax["convention"]) == (
+        "file.flax_model",
+        ["file flax_model.msgpack"],
+        False,
+    )
+    assert flax["reason"] == "transformers' and diffusers' Flax weights."
+    # Loadable: bert has PyTorch, TensorFlow and Flax implementations in transformers 4.x.
+    loadable = {e["rule"] for e in detail["frameworks"]["loadable"]["evidence"]}
+    assert {"transformers4.pytorch", "transformers4.tensorflow", "transformers4.jax"} <= loadable
+    assert detail["model_type"] == "bert" and detail["architectures"] == ["BertForMaskedLM"]
     namespaced = api.get("/v1/models/google/electra-small-discriminator", params={"snapshot": snap})
     assert namespaced.status_code == 200 and namespaced.json()["model"]["author"] == "google"
     missing = api.get("/v1/models/no/such-model")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
-    bad = api.get("/v1/models", params={"bucket": "keras_only"})
+    bad = api.get("/v1/models", params={"bucket": "mxnet_only"})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_parameter"
     bad_sort = api.get("/v1/models", params={"_sort": "sha"})
     assert bad_sort.status_code == 422

@@ -216,7 +216,7 @@ def test_each_query_is_a_command_with_its_route_parameters_as_options(tmp_path: 
                 continue  # the CLI pages and formats itself
             assert f"--{param['name'].lstrip('_').replace('_', '-')} " in shown, (name, param["name"])
     share = _help("query", "share")
-    assert "--method <tags|files|inferred> `tags`, `files` or `inferred`" in share and "[default: inferred]" in share
+    assert "--method <tags|files|inferred|loadable>" in share and "[default: inferred]" in share
     assert "--min-downloads <int> Only models with at least this many downloads. [0<=x<=9223372036854775807]" in share
     assert "--format <table|csv|json>" in share
     assert "--sort <downloads|-downloads|" in _help("query", "models")

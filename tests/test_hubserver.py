@@ -134,15 +134,14 @@ def test_expand_pages_through_real_client(crawl_2022: list[dict[str, Any]]) -> N
         assert m.siblings is not None
         assert [s.rfilename for s in m.siblings] == [s["rfilename"] for s in rec["siblings"]]
         assert m.tags == rec["tags"]
-        assert (m.sha, m.likes, m.downloads, m.private) == (
-            rec["sha"],
+        assert (m.likes, m.downloads, m.private) == (
             rec["likes"],
             rec.get("downloads"),
             rec["private"],
         )
         assert m.pipeline_tag == rec["pipeline_tag"] and m.library_name == rec.get("library_name")
         assert m.last_modified is not None
-        assert m.config is None  # not expanded, although the stored record has one
+        assert m.config == rec["config"]  # expanded: the classifier reads model_type and architectures
     assert sum(m.author is None for m in models) == 23
 
 

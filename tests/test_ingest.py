@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import EXPAND, HubOptions, ingest_hub
+from hubcensus.queries.frameworks import FRAMEWORKS, METHODS
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
@@ -34,13 +35,12 @@ def test_ingest_end_to_end_matches_direct_computation(tmp_path: Path, crawl_2022
     assert set(requests[0].query["expand"]) == WANTED
     assert all("authorization" not in r.headers for r in requests)
     with TestClient(create_app(tmp_path)) as client:
-        for method in ("tags", "files", "inferred"):
+        for method in METHODS:
             body = client.get("/v1/frameworks/share", params={"method": method}).json()
-            expected = expected_share(crawl_2022, method, ["pytorch", "tensorflow", "jax"])
+            expected = expected_share(crawl_2022, method, FRAMEWORKS)
             got = {row["group"]: (row["exclusive"], row["shared"], row["none"]) for row in body["rows"]}
             assert got == {
-                group: ({fw: c[fw] for fw in ("pytorch", "tensorflow", "jax")}, c["shared"], c["none"])
-                for group, c in expected.items()
+                group: ({fw: c[fw] for fw in FRAMEWORKS}, c["shared"], c["none"]) for group, c in expected.items()
             }
             assert body["snapshot"]["id"] == meta.id
 

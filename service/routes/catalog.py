@@ -43,7 +43,7 @@ def _dimension(
             more,
         )
 
-    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute)
+    return respond_for_snapshot(request, meta, params=query, page_request=page, compute=compute)
 
 
 @router.get("/tasks", responses=TABLE_RESPONSES)
@@ -120,7 +120,7 @@ def read_models(
         }
         return Answer(rows.slice(0, p.size), envelope, rows.num_rows > p.size)
 
-    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute)
+    return respond_for_snapshot(request, meta, params=query, page_request=page, compute=compute)
 
 
 @router.get("/models/{model_id:path}", responses={**ERROR_RESPONSES, **TIMEOUT_RESPONSE})

@@ -41,7 +41,8 @@ from hubcensus.service.responses import snapshot_ref
 
 _templates = Environment(loader=PackageLoader("hubcensus.service", "templates"), autoescape=select_autoescape(["html"]))
 METHOD_LABELS: list[tuple[Method, str]] = [
-    ("inferred", "inferred (tags + files + library)"),
+    ("inferred", "inferred (tags, files, library, config)"),
+    ("loadable", "loadable (inferred + transformers 4.x)"),
     ("tags", "tags (the Hub's weight tags)"),
     ("files", "files (weight file names)"),
 ]
@@ -139,7 +140,7 @@ def read_dashboard(
     frameworks = [f for f in FRAMEWORKS if f in (fw or FRAMEWORKS)]
     snapshots = store.snapshots()
     # The page depends only on immutable snapshots and these choices: render it once, serve it from cache.
-    choices = [meta.id, method, by, frameworks, view, [m.id for m in snapshots]]
+    choices = [meta.id, method, by, frameworks, view, [(m.id, m.classifier_version) for m in snapshots]]
     key = "dashboard:" + hashlib.sha256(dumps_json(choices)).hexdigest()
     cache: AnswerCache = request.app.state.answer_cache
     cached = cache.get(key)

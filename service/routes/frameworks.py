@@ -64,7 +64,7 @@ def read_framework_share(
         return Answer(rows, _envelope(meta, analysis, query, by=by, total=result.total.model_dump()), more)
 
     chart = partial(share_spec, scale=scale)
-    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute, chart=chart)
+    return respond_for_snapshot(request, meta, params=query, page_request=page, compute=compute, chart=chart)
 
 
 @router.get("/trend")
@@ -96,7 +96,7 @@ def read_framework_trend(
         rows, more = paged(result.rows, p)
         return Answer(rows, _envelope(meta, analysis, query, interval=interval, total=result.total.model_dump()), more)
 
-    return respond_for_snapshot(request, meta.id, params=query, page_request=page, compute=compute, chart=trend_spec)
+    return respond_for_snapshot(request, meta, params=query, page_request=page, compute=compute, chart=trend_spec)
 
 
 @router.get("/history")
@@ -125,6 +125,8 @@ def read_framework_history(
     snapshots = resolve_range(store.snapshots(), start, end)
     query = normalized(analysis, flt, by=by, **{"from": start, "to": end})
     snapshot_key = "history:" + ",".join(sorted(m.id for m in snapshots))
+    # Each snapshot's classifier is part of the key: reclassifying one changes the history (and its ETag).
+    classifiers = {m.id: m.classifier_version for m in snapshots}
 
     def compute(p: Page) -> Answer:
         table = framework_history(
@@ -150,7 +152,7 @@ def read_framework_history(
     return respond(
         request,
         snapshot_key=snapshot_key,
-        params=query,
+        params={**query, "_classifier": classifiers},
         page_request=page,
         compute=compute,
         immutable=False,
