@@ -41,6 +41,7 @@ from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import ingest_hub
 from hubcensus.ingest.progress import Progress as Progress_
+from hubcensus.queries.frameworks import CLASSIFIER_VERSION
 from hubcensus.queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore, redact_url, remove_snapshot
 
 # Plain help, not typer's rich panels: those print a type for every option, flags included
@@ -364,6 +365,45 @@ def delete(
 
 
 @app.command()
+def reclassify(
+    snapshots: Annotated[
+        list[str] | None,
+        typer.Argument(help="Snapshot ids; none: every snapshot another classifier version computed."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even snapshots that are current.")] = False,
+    data_dir: DataDirOpt = DATA_DIR,
+) -> None:
+    """Recompute snapshots' framework columns from their stored facts under this classifier (no new crawl)."""
+    from hubcensus.ingest.reclassify import outdated
+    from hubcensus.ingest.reclassify import reclassify as reclassify_one
+
+    settings = _settings(data_dir=data_dir)
+    store = SnapshotStore(_existing(settings.data_dir))
+    try:
+        ids = [store.get(s).id for s in snapshots] if snapshots else [m.id for m in outdated(settings.data_dir)]
+    except SnapshotNotFound as exc:
+        _fail(f"no snapshot with id {exc.snapshot_id!r} in {settings.data_dir}; nothing reclassified")
+    if not ids:
+        out.print(f"every snapshot is computed with classifier {CLASSIFIER_VERSION}; nothing to do", highlight=False)
+        return
+    for snapshot_id in ids:
+        try:
+            new = reclassify_one(settings.data_dir, snapshot_id, force=force or bool(snapshots))
+        except IngestError as exc:
+            _fail(str(exc))
+        if new is not None and new.reclassified is not None:
+            r = new.reclassified
+            changed = ", ".join(f"{m} {n:,}" for m, n in r.changed.items())
+            missing = f"; facts it predates (null): {', '.join(r.missing_facts)}" if r.missing_facts else ""
+            out.print(
+                f"reclassified {new.id}: classifier {r.from_version} -> {new.classifier_version}, "
+                f"models changed per method: {changed}{missing}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+@app.command()
 def serve(
     host: Annotated[str, _setting("host", "--host", help="Address to listen on.")] = Settings.default("host"),
     port: Annotated[int, _setting("port", "--port", help="Port to listen on.")] = Settings.default("port"),
@@ -388,6 +428,11 @@ def demo(
     store = SnapshotStore(_created(settings.data_dir))
     if not any(m.source == BUNDLED for m in store.snapshots()):
         _import_bundled(settings.data_dir)
+    # One process here, no worker: bring snapshots an older version stored up to this classifier first.
+    from hubcensus.ingest.reclassify import reclassify_outdated
+
+    for meta in reclassify_outdated(settings.data_dir):
+        out.print(f"reclassified {meta.id} under classifier {meta.classifier_version}", highlight=False)
     _serve(settings)
 
 

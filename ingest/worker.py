@@ -21,7 +21,9 @@ from croniter import croniter
 
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
+from hubcensus.ingest.reclassify import outdated, reclassify_outdated
 from hubcensus.queries.control import pending_requests, take_requests, write_status
+from hubcensus.queries.frameworks import CLASSIFIER_VERSION
 from hubcensus.queries.store import SnapshotMeta, SnapshotStore, redact_url, remove_snapshot
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,7 @@ def run_worker(
     beat = threading.Thread(target=_beat, args=(data_dir, heartbeat, beating), name="heartbeat", daemon=True)
     beat.start()
     try:
+        _bring_up_to_date(data_dir)
         due = run_now
         while not stop.is_set():
             if not due:
@@ -195,6 +198,21 @@ def _beat(data_dir: Path, every: float, done: threading.Event) -> None:
             write_status(data_dir, heartbeat_at=datetime.now(UTC).isoformat())
         except OSError as exc:  # a full disk must not kill the worker; the run reports it
             log.warning("could not write the heartbeat: %s", exc)
+
+
+def _bring_up_to_date(data_dir: Path) -> None:
+    """On upgrade: recompute the snapshots an older classifier computed, before the first run (no new crawl)."""
+    if not outdated(data_dir):
+        return
+    write_status(data_dir, state="reclassifying")
+    try:
+        done = reclassify_outdated(data_dir)
+    except IngestError as exc:
+        log.error("reclassifying the stored snapshots failed: %s", exc)
+        write_status(data_dir, last_failure={"at": datetime.now(UTC).isoformat(), "reason": str(exc)})
+    else:
+        log.info("reclassified %d snapshot(s) under classifier %s", len(done), CLASSIFIER_VERSION)
+    write_status(data_dir, state="idle")
 
 
 def _sleep_until(when: datetime, data_dir: Path, stop: threading.Event, poll: float) -> bool:

@@ -101,7 +101,8 @@ def worker_liveness(status: dict[str, Any], now: datetime) -> Liveness:
         return liveness("stopped")
     if last_seen is None or (now - last_seen).total_seconds() > stale_after:
         return liveness("gone")
-    return liveness("running" if status.get("state") == "running" else "idle")
+    # Reclassifying stored snapshots at start is work in progress too: a request waits for it, as for a run.
+    return liveness("running" if status.get("state") in ("running", "reclassifying") else "idle")
 
 
 def request_snapshot(data_dir: Path) -> str:
