@@ -91,6 +91,12 @@ class Condition(Protocol):
         ...
 
 
+# A row's file names, lower-cased and joined by newlines: computed once per row by classified_sql (as this
+# column), and read by every file rule with one regular expression in multi-line mode.
+FILES_COLUMN = "_hc_files"
+FILES_TEXT = "lower(array_to_string(weight_files, chr(10)))"
+
+
 class Atom:
     """A test on one fact; its SQL is computed once per row when the classifier runs as SQL."""
 
@@ -99,7 +105,10 @@ class Atom:
 
     def sql(self, atoms: dict[str, str] | None = None) -> str:
         own = self.atom_sql()
-        return atoms.get(own, own) if atoms else own
+        if atoms:
+            return atoms.get(own, own)
+        # Standalone (mask_sql without classified_sql's prepared columns): the file names joined in place.
+        return own.replace(FILES_COLUMN, FILES_TEXT)
 
     def atoms(self) -> list[str]:
         return [self.atom_sql()]
@@ -153,10 +162,10 @@ class File(Atom):
 
     def atom_sql(self) -> str:
         # One regular expression over the row's file names, lower-cased and joined by newlines once per row
-        # (`_files`, see classified_sql), in multi-line mode, rather than a lambda over the list per rule.
+        # (FILES_COLUMN, see classified_sql), in multi-line mode, rather than a lambda over the list per rule.
         # The patterns never cross a line: `[^/]` is read as `[^/\n]`.
         multiline = "(?m)" + self.pattern.replace("[^/]", r"[^/\n]")
-        return f"coalesce(regexp_matches(_files, {sql_literal(multiline)}), false)"
+        return f"coalesce(regexp_matches({FILES_COLUMN}, {sql_literal(multiline)}), false)"
 
     def match(self, facts: Facts) -> list[str] | None:
         hit = next((f for f in facts.files or () if self._re.search(f.lower())), None)
@@ -652,10 +661,9 @@ def classified_sql(source: str) -> str:
     atoms = atom_columns()
     tests = ",\n    ".join(f"{sql} AS {name}" for sql, name in atoms.items())
     masks = ",\n    ".join(f"{mask_sql(m, atoms)} AS fw_{m}" for m in METHODS)
-    files = "lower(array_to_string(weight_files, chr(10))) AS _files"
     return (
-        f"SELECT * EXCLUDE (_files, {', '.join(atoms.values())}),\n    {masks}\n"
-        f"FROM (SELECT *,\n    {tests}\nFROM (SELECT *, {files} FROM ({source})))"
+        f"SELECT * EXCLUDE ({FILES_COLUMN}, {', '.join(atoms.values())}),\n    {masks}\n"
+        f"FROM (SELECT *,\n    {tests}\nFROM (SELECT *, {FILES_TEXT} AS {FILES_COLUMN} FROM ({source})))"
     )
 
 

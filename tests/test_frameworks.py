@@ -32,6 +32,7 @@ from hubcensus.queries.frameworks import (
     frameworks_of,
     holds_weights,
     mask_of,
+    mask_sql,
     shared_combinations,
     weight_files,
 )
@@ -414,3 +415,17 @@ def test_the_methodology_counts_are_the_rules_counts(snapshots: dict[str, tuple[
             for rule_id in {e.rule for m in METHODS for e in ev[m]}:
                 counts[rule_id][i] += 1
     assert documented == {rule_id: tuple(c) for rule_id, c in counts.items()}
+
+
+def test_mask_sql_stands_alone_as_well() -> None:
+    # The benchmark and any ad-hoc SQL use mask_sql over the evidence columns, without classified_sql's
+    # prepared column of joined file names: the same masks.
+    con = duckdb.connect()
+    facts = Facts(tags=["pytorch"], files=["a/pytorch_model.bin", "b.gguf", "training_args.bin"], library_name="peft")
+    con.execute(
+        "CREATE TABLE models AS SELECT ?::VARCHAR[] AS tags, ?::VARCHAR[] AS weight_files, ?::VARCHAR AS library_name,"
+        " NULL::VARCHAR AS model_type, NULL::VARCHAR[] AS architectures, NULL::VARCHAR AS auto_model",
+        [facts.tags, facts.files, facts.library_name],
+    )
+    got = con.execute(f"SELECT {', '.join(mask_sql(m) for m in METHODS)} FROM models").fetchall()[0]
+    assert got == tuple(classify(facts)[m] for m in METHODS)
