@@ -327,7 +327,8 @@ def build_store(snapshot_dir: Path, store: Path, older: int) -> list[str]:
     import duckdb
 
     from hubcensus.queries.frameworks import CLASSIFIER_VERSION, mask_sql
-    from hubcensus.queries.store import DB_NAME, META_NAME, SnapshotMeta, new_snapshot_id, sql_path
+    from hubcensus.queries.sql import sql_path
+    from hubcensus.queries.store import DB_NAME, META_NAME, SnapshotMeta, new_snapshot_id
 
     shutil.rmtree(store, ignore_errors=True)
     (store / "snapshots").mkdir(parents=True)

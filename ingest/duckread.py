@@ -19,7 +19,8 @@ import re
 from typing import Literal
 
 from hubcensus.ingest.records import MAX_CONFIG_TEXT
-from hubcensus.queries.frameworks import WEIGHT_FILE, classified_sql, sql_literal
+from hubcensus.queries.frameworks import WEIGHT_FILE, classified_sql
+from hubcensus.queries.sql import sql_literal
 
 JsonFormat = Literal["newline_delimited", "array"]
 Compression = Literal["gzip", "none"]

@@ -22,6 +22,7 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import ROW_SCHEMA
 from hubcensus.ingest.writer import connect, storage_errors
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS, WEIGHT_FILE, classified_sql
+from hubcensus.queries.sql import sql_path
 from hubcensus.queries.store import (
     DB_NAME,
     Reclassification,
@@ -30,7 +31,6 @@ from hubcensus.queries.store import (
     SnapshotStore,
     replace,
     seal,
-    sql_path,
     tmp_creation_lock,
 )
 

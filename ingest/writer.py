@@ -24,6 +24,7 @@ import pyarrow as pa
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import ROW_SCHEMA
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, WEIGHT_FILE, classified_sql
+from hubcensus.queries.sql import sql_path
 from hubcensus.queries.store import (
     DB_NAME,
     SnapshotMeta,
@@ -31,7 +32,6 @@ from hubcensus.queries.store import (
     new_snapshot_id,
     publish,
     seal,
-    sql_path,
     tmp_creation_lock,
 )
 

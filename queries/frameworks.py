@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Literal, Protocol, get_args
 
+from hubcensus.queries.sql import sql_literal
 from hubcensus.queries.transformers_table import model_types
 
 # Bumped whenever a rule changes, and recorded in every snapshot and answer, so that figures computed under
@@ -30,12 +31,6 @@ METHODS: tuple[Method, ...] = get_args(Method)
 # One bit per framework: a model's frameworks under a method are stored as a small integer (UTINYINT), so
 # that restricting the comparison to a universe of frameworks is a bitwise AND and grouping is cheap.
 BIT: dict[Framework, int] = {fw: 1 << i for i, fw in enumerate(FRAMEWORKS)}
-
-
-def sql_literal(value: str) -> str:
-    """`value` as a quoted SQL string, for text that cannot be a bound parameter (rule constants in generated
-    SQL, file paths in ATTACH). Never for user input: that is always bound."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _sql_list(values: Iterable[str]) -> str:

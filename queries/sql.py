@@ -1,4 +1,5 @@
-"""The one place that runs analytics SQL: bound parameters, Arrow out, and a time limit."""
+"""The one place that runs analytics SQL: bound parameters, Arrow out, and a time limit; and the quoting of the
+few values that cannot be bound."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -66,3 +68,14 @@ def run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | list[
         if watcher is not None:
             done.set()
             watcher.join()  # no late interrupt may reach the connection's next statement
+
+
+def sql_literal(value: str) -> str:
+    """`value` as a quoted SQL string, for text that cannot be a bound parameter (rule constants in generated
+    SQL, file paths in ATTACH). Never for user input: that is always bound."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_path(path: Path) -> str:
+    """A file path as a quoted SQL string literal, for ATTACH, which takes no bound parameter."""
+    return sql_literal(str(path))

@@ -34,7 +34,7 @@ import duckdb
 import filelock
 from pydantic import BaseModel, Field, field_validator
 
-from hubcensus.queries.frameworks import sql_literal
+from hubcensus.queries.sql import sql_path
 
 SCHEMA_VERSION = 1
 DB_NAME = "snapshot.duckdb"
@@ -306,11 +306,6 @@ def clean_tmp(data_dir: Path) -> list[Path]:
             except filelock.Timeout:
                 continue  # held by a live writer
     return removed
-
-
-def sql_path(path: Path) -> str:
-    """A file path as a quoted SQL string literal, for ATTACH, which takes no bound parameter."""
-    return sql_literal(str(path))
 
 
 def fsync_path(path: Path) -> None:
