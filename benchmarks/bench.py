@@ -43,6 +43,7 @@ from typing import Any
 from benchmarks.generate import DEFAULT_SOURCE, Options, cached_or_generate
 from benchmarks.hubfile import prepare
 from benchmarks.loadgen import percentile
+from hubcensus.queries.datadir import DB_NAME, Layout
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
@@ -249,7 +250,7 @@ def stats_ms(samples: list[float]) -> dict[str, float]:
 
 
 def snapshot_dirs(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "snapshots").iterdir())
+    return sorted(Layout(data_dir).snapshots.iterdir())
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ def bench_ingest(gz: Path, run_dir: Path, n: int, profile_dir: Path | None) -> d
         )
         _, stats = http_get(url + "/_stats")
     (snap,) = snapshot_dirs(target)
-    result["snapshot_bytes"] = (snap / "snapshot.duckdb").stat().st_size
+    result["snapshot_bytes"] = (snap / DB_NAME).stat().st_size
     result["server"] = json.loads(stats)
     result["models_per_s"] = result["models"] / result["seconds"]
     shutil.rmtree(target, ignore_errors=True)
@@ -283,8 +284,8 @@ def bench_import(gz: Path, run_dir: Path, profile_dir: Path | None) -> tuple[dic
         ["benchmarks.child", "import", "--path", str(gz), "--data-dir", str(target)], run_dir / "child.log", prof
     )
     (snap,) = snapshot_dirs(target)
-    result["snapshot_bytes"] = (snap / "snapshot.duckdb").stat().st_size
-    result["snapshot_used_bytes"] = _used_bytes(snap / "snapshot.duckdb")
+    result["snapshot_bytes"] = (snap / DB_NAME).stat().st_size
+    result["snapshot_used_bytes"] = _used_bytes(snap / DB_NAME)
     result["models_per_s"] = result["models"] / result["seconds"]
     return result, snap
 
@@ -322,65 +323,63 @@ def build_store(snapshot_dir: Path, store: Path, older: int) -> list[str]:
 
     Snapshot i (1..older) is dated i x 30 days earlier and has 4 % x i fewer models (the Hub grew), and 1 %
     of its models lack the `pytorch` tag they have later (their masks recomputed by the product's own
-    rules), so diffs have models added and changed. Returns the ids, newest first.
+    rules), so diffs have models added and changed. Each is written in a work dir, sealed and published as
+    the product's writer does. Returns the ids, newest first.
     """
     import duckdb
 
+    from hubcensus.queries.datadir import SnapshotMeta, new_snapshot_id, publish, read_meta, seal, work_dir
     from hubcensus.queries.frameworks import CLASSIFIER_VERSION, mask_sql
     from hubcensus.queries.sql import sql_path
-    from hubcensus.queries.store import DB_NAME, META_NAME, SnapshotMeta, new_snapshot_id
 
     shutil.rmtree(store, ignore_errors=True)
-    (store / "snapshots").mkdir(parents=True)
-    latest_dir = store / "snapshots" / snapshot_dir.name
-    snapshot_dir.rename(latest_dir)
-    latest = SnapshotMeta.model_validate_json((latest_dir / META_NAME).read_text())
-    source = sql_path(latest_dir / DB_NAME)
+    latest = read_meta(snapshot_dir)
+    publish(store, snapshot_dir, latest.id)
+    source = sql_path(Layout(store).db(latest.id))
     ids = [latest.id]
     for i in range(1, older + 1):
         started = time.perf_counter()
         taken_at = latest.taken_at - timedelta(days=30 * i)
         sid = new_snapshot_id(taken_at)
-        build = store / f"build-{sid}"
-        build.mkdir()
-        con = duckdb.connect(str(build / DB_NAME))
-        con.execute(f"ATTACH {source} AS s (READ_ONLY)")
-        edited = f"hash(id || 'v{i}') % 100 = 0"
-        # Schema-agnostic (* REPLACE): the snapshot layout is the product's, whatever its columns are.
-        con.execute(f"""
-            CREATE TABLE models AS
-            WITH src AS (
-                SELECT * REPLACE (
-                        CASE WHEN {edited} THEN list_filter(tags, lambda t: t <> 'pytorch') ELSE tags END AS tags
-                    ),
-                    {edited} AS edited
-                FROM s.models WHERE hash(id) % 1000 >= {40 * i}
+        with work_dir(store, sid) as build:
+            con = duckdb.connect(str(build / DB_NAME))
+            con.execute(f"ATTACH {source} AS s (READ_ONLY)")
+            edited = f"hash(id || 'v{i}') % 100 = 0"
+            # Schema-agnostic (* REPLACE): the snapshot layout is the product's, whatever its columns are.
+            con.execute(f"""
+                CREATE TABLE models AS
+                WITH src AS (
+                    SELECT * REPLACE (
+                            CASE WHEN {edited} THEN list_filter(tags, lambda t: t <> 'pytorch') ELSE tags END AS tags
+                        ),
+                        {edited} AS edited
+                    FROM s.models WHERE hash(id) % 1000 >= {40 * i}
+                )
+                SELECT * EXCLUDE (edited) REPLACE (
+                    CASE WHEN edited THEN {mask_sql("tags")} ELSE fw_tags END AS fw_tags,
+                    CASE WHEN edited THEN {mask_sql("inferred")} ELSE fw_inferred END AS fw_inferred
+                )
+                FROM src ORDER BY id
+            """)
+            con.execute("CREATE TABLE bad_records (position BIGINT, reason VARCHAR, excerpt VARCHAR)")
+            models = int(con.execute("SELECT count(*) FROM models").fetchall()[0][0])
+            meta = SnapshotMeta(
+                id=sid,
+                taken_at=taken_at,
+                source=f"benchmark: {latest.id} minus {4 * i}%",
+                kind="import",
+                models=models,
+                bad_records=0,
+                duration_s=round(time.perf_counter() - started, 3),
+                classifier_version=CLASSIFIER_VERSION,
+                published_at=datetime.now(UTC),
             )
-            SELECT * EXCLUDE (edited) REPLACE (
-                CASE WHEN edited THEN {mask_sql("tags")} ELSE fw_tags END AS fw_tags,
-                CASE WHEN edited THEN {mask_sql("inferred")} ELSE fw_inferred END AS fw_inferred
-            )
-            FROM src ORDER BY id
-        """)
-        con.execute("CREATE TABLE bad_records (position BIGINT, reason VARCHAR, excerpt VARCHAR)")
-        models = int(con.execute("SELECT count(*) FROM models").fetchall()[0][0])
-        meta = SnapshotMeta(
-            id=sid,
-            taken_at=taken_at,
-            source=f"benchmark: {latest.id} minus {4 * i}%",
-            kind="import",
-            models=models,
-            bad_records=0,
-            duration_s=round(time.perf_counter() - started, 3),
-            classifier_version=CLASSIFIER_VERSION,
-            published_at=datetime.now(UTC),
-        )
-        con.execute("CREATE TABLE meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
-        con.execute("DETACH s")
-        con.execute("CHECKPOINT")
-        con.close()
-        (build / META_NAME).write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
-        build.rename(store / "snapshots" / sid)
+            con.execute("CREATE TABLE meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
+            con.execute("DETACH s")
+            con.execute("CHECKPOINT")
+            con.close()
+            seal(build, meta)
+            publish(store, build, sid)
         ids.append(sid)
     return ids
 
@@ -490,10 +489,9 @@ def bench_queries(store: Path, ids: list[str], prof: Profile) -> dict[str, Any]:
     import duckdb
     from fastapi.testclient import TestClient
 
-    from hubcensus.queries.store import DB_NAME
     from hubcensus.service.app import create_app
 
-    paths = [str(store / "snapshots" / sid / DB_NAME) for sid in ids]
+    paths = [str(Layout(store).db(sid)) for sid in ids]
     cons = [duckdb.connect(p, read_only=True) for p in paths]
     diff_con = duckdb.connect()
     diff_con.execute(f"ATTACH '{paths[1]}' AS a (READ_ONLY)")

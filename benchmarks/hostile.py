@@ -317,7 +317,9 @@ def _origins(data_dir: Path) -> str:
     """How many published models came from the old and the new version (the replacement cases)."""
     import duckdb
 
-    snaps = sorted((data_dir / "snapshots").glob("*/snapshot.duckdb"))
+    from hubcensus.queries.datadir import DB_NAME, Layout
+
+    snaps = sorted(Layout(data_dir).snapshots.glob(f"*/{DB_NAME}"))
     if not snaps:
         return ""
     con = duckdb.connect(str(snaps[0]), read_only=True)
@@ -332,6 +334,9 @@ def run_case(case: Case, work: Path, rss_cap: int, time_cap: float) -> Outcome:
     """Build the case's input in `work`, import it with the CLI in a child process, and watch it."""
     path = case.build(work / case.file_name)
     data_dir = work / "data"
+    from hubcensus.queries.datadir import META_NAME, Layout
+
+    layout = Layout(data_dir)
     cmd = [str(Path(sys.executable).with_name("hubcensus")), "import", str(path), "--data-dir", str(data_dir)]
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     started = time.monotonic()
@@ -341,7 +346,7 @@ def run_case(case: Case, work: Path, rss_cap: int, time_cap: float) -> Outcome:
     while child.poll() is None:
         peak = max(peak, _vm_hwm(child.pid))
         elapsed = time.monotonic() - started
-        if not replaced and started_import is None and any((data_dir / "tmp").glob("*/")):
+        if not replaced and started_import is None and any(layout.tmp.glob("*/")):
             started_import = time.monotonic()  # the writer's work directory: the dump is open by now
         if not replaced and started_import is not None and time.monotonic() - started_import > 1.0:
             assert case.during is not None
@@ -366,7 +371,7 @@ def run_case(case: Case, work: Path, rss_cap: int, time_cap: float) -> Outcome:
         exit_ = str(child.returncode)
         errors = [line for line in text if line.startswith("error:")]
         message = errors[0] if errors else (text[-1] if text else "")  # a traceback's last line
-    published = "yes" if list((data_dir / "snapshots").glob("*/meta.json")) else "no"
+    published = "yes" if list(layout.snapshots.glob(f"*/{META_NAME}")) else "no"
     if case.during is not None and published == "yes":
         published += _origins(data_dir)
     if not replaced:

@@ -41,8 +41,9 @@ from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import ingest_hub
 from hubcensus.ingest.progress import Progress as Progress_
+from hubcensus.queries.datadir import SnapshotMeta, SnapshotNotFound, redact_url, remove_snapshot
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
-from hubcensus.queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore, redact_url, remove_snapshot
+from hubcensus.queries.store import SnapshotStore
 
 # Plain help, not typer's rich panels: those print a type for every option, flags included
 # (`--run-now <bool>`, even `--help <bool>`), and read brackets in help texts as markup. The plain

@@ -32,7 +32,7 @@ from hubcensus.ingest.jsonread import Unreadable
 from hubcensus.ingest.progress import Progress
 from hubcensus.ingest.records import BadRecord, parse_record
 from hubcensus.ingest.writer import SnapshotWriter, bulk_gc, storage_errors
-from hubcensus.queries.store import SnapshotMeta
+from hubcensus.queries.datadir import SnapshotMeta
 
 
 class DumpFile:

@@ -34,7 +34,7 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.progress import Progress
 from hubcensus.ingest.records import BadRecord, parse_record
 from hubcensus.ingest.writer import SnapshotWriter, bulk_gc, storage_errors
-from hubcensus.queries.store import SnapshotMeta, redact_url
+from hubcensus.queries.datadir import SnapshotMeta, redact_url
 
 log = logging.getLogger(__name__)
 

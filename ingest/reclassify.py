@@ -3,36 +3,24 @@
 A snapshot keeps the facts the rules read (tags, file names, library, config.model_type and .architectures,
 transformersInfo.auto_model: queries.frameworks.FACT_COLUMNS), so a snapshot taken under one classifier version
 can be answered under the next. The new columns are written into a fresh copy of the snapshot, which then
-replaces the published one atomically (queries.store.replace): readers see the old snapshot or the new one.
+replaces the published one atomically (queries.datadir.replace): readers see the old snapshot or the new one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-
-import filelock
 
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import ROW_SCHEMA
 from hubcensus.ingest.writer import connect, storage_errors
+from hubcensus.queries.datadir import DB_NAME, Reclassification, SnapshotMeta, SnapshotNotFound, replace, seal, work_dir
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS, WEIGHT_FILE, classified_sql
 from hubcensus.queries.sql import sql_path
-from hubcensus.queries.store import (
-    DB_NAME,
-    Reclassification,
-    SnapshotMeta,
-    SnapshotNotFound,
-    SnapshotStore,
-    replace,
-    seal,
-    tmp_creation_lock,
-)
+from hubcensus.queries.store import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +34,6 @@ def outdated(data_dir: Path) -> list[SnapshotMeta]:
     return sorted((m for m in metas if m.classifier_version != CLASSIFIER_VERSION), key=lambda m: m.taken_at)
 
 
-@contextlib.contextmanager
-def _work_dir(data_dir: Path, snapshot_id: str) -> Iterator[Path]:
-    # Under tmp/, locked like a writer's, so clean_tmp never takes it and a kill leaves only a stale tmp dir.
-    with tmp_creation_lock(data_dir):
-        work = Path(data_dir) / "tmp" / f"reclassify-{snapshot_id}-{secrets.token_hex(3)}"
-        work.mkdir()
-        lock = filelock.FileLock(work / ".lock", blocking=False, preserve_lock_file=True)
-        lock.acquire()
-    try:
-        yield work
-    finally:
-        lock.release()
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def reclassify(data_dir: Path, snapshot_id: str, *, force: bool = False) -> SnapshotMeta | None:
     """Recompute one snapshot's framework columns under this classifier and replace it atomically.
 
@@ -71,7 +44,9 @@ def reclassify(data_dir: Path, snapshot_id: str, *, force: bool = False) -> Snap
     meta = store.get(snapshot_id)
     if meta.classifier_version == CLASSIFIER_VERSION and not force:
         return None
-    with storage_errors(f"reclassifying {snapshot_id}"), _work_dir(data_dir, snapshot_id) as work:
+    # A work dir like a writer's: clean_tmp never takes it, and a kill leaves only a stale tmp dir.
+    work_name = f"reclassify-{snapshot_id}-{secrets.token_hex(3)}"
+    with storage_errors(f"reclassifying {snapshot_id}"), work_dir(data_dir, work_name) as work:
         con = connect(work / DB_NAME)
         try:
             con.execute(f"ATTACH {sql_path(store.path_of(meta.id))} AS src (READ_ONLY)")

@@ -23,8 +23,9 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
 from hubcensus.ingest.reclassify import outdated, reclassify_outdated
 from hubcensus.queries.control import pending_requests, take_requests, write_status
+from hubcensus.queries.datadir import SnapshotMeta, redact_url, remove_snapshot
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
-from hubcensus.queries.store import SnapshotMeta, SnapshotStore, redact_url, remove_snapshot
+from hubcensus.queries.store import SnapshotStore
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,13 @@
 """Writes one snapshot: rows streamed in bounded batches into a private DuckDB file, then published.
 
-Nothing is visible until `publish()` renames the finished directory into snapshots/; an exception
-or a kill before that leaves only a temp directory, which `queries.store.clean_tmp` removes.
+Nothing is visible until `publish()` renames the finished work dir into snapshots/; an exception
+or a kill before that leaves only a work dir, which `queries.datadir.clean_tmp` removes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,22 +17,22 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import duckdb
-import filelock
 import pyarrow as pa
 
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import ROW_SCHEMA
-from hubcensus.queries.frameworks import CLASSIFIER_VERSION, WEIGHT_FILE, classified_sql
-from hubcensus.queries.sql import sql_path
-from hubcensus.queries.store import (
+from hubcensus.queries.datadir import (
     DB_NAME,
     SnapshotMeta,
+    WorkDirBusy,
     clean_tmp,
     new_snapshot_id,
     publish,
     seal,
-    tmp_creation_lock,
+    work_dir,
 )
+from hubcensus.queries.frameworks import CLASSIFIER_VERSION, WEIGHT_FILE, classified_sql
+from hubcensus.queries.sql import sql_path
 
 BATCH_ROWS = 5_000
 # Rows are flushed at BATCH_ROWS or at this many bytes of text, whichever comes first: a Hub row is about 1 KB,
@@ -143,24 +142,23 @@ class SnapshotWriter:
         self._batch: list[dict[str, Any]] = []
         self._batch_bytes = 0
         self._bad_batch: list[tuple[int, str, str]] = []
-        self._resumable = resume_key is not None
-        self._tmp = self.data_dir / "resume" / resume_key if resume_key else self.data_dir / "tmp" / self.id
-        self._lock: filelock.FileLock | None = None
+        self._resume_key = resume_key
+        self._tmp = Path()  # the work dir, from __enter__ on
+        self._release = contextlib.ExitStack()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._models_loaded = False
         self.reader: Literal["duckdb", "duckdb+python", "python"] | None = None
 
     def __enter__(self) -> Self:
         clean_tmp(self.data_dir)
-        with tmp_creation_lock(self.data_dir):
-            self._tmp.mkdir(parents=True, exist_ok=self._resumable)
-            self._lock = filelock.FileLock(self._tmp / ".lock", blocking=False, preserve_lock_file=True)
-            try:
-                self._lock.acquire()
-            except filelock.Timeout:
-                self._lock = None
-                raise IngestError(f"another run is already writing {self._tmp}; try again when it ends") from None
-        if self._resumable and self._adopt():
+        resumable = self._resume_key is not None
+        try:
+            self._tmp = self._release.enter_context(
+                work_dir(self.data_dir, self._resume_key or self.id, resumable=resumable)
+            )
+        except WorkDirBusy as exc:
+            raise IngestError(f"another run is already writing {exc.path}; try again when it ends") from None
+        if resumable and self._adopt():
             return self
         for leftover in (self._tmp / STAGING_NAME, self._tmp / (STAGING_NAME + ".wal")):
             leftover.unlink(missing_ok=True)
@@ -204,10 +202,7 @@ class SnapshotWriter:
         if self._con is not None:
             self._con.close()
             self._con = None
-        if self._tmp.exists() and not self._resumable:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        if self._lock is not None:
-            self._lock.release()
+        self._release.close()
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:

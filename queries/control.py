@@ -1,4 +1,5 @@
-"""The data dir's control files, where the worker and the API meet besides the snapshots themselves.
+"""The data dir's control files, where the worker and the API meet besides the snapshots themselves (their
+names and places: queries.datadir.Layout).
 
 - `status.json`: the worker's state, next run, last success and failure, and its heartbeat; written
   atomically by the worker, read by `GET /v1/status` and `POST /v1/snapshots`.
@@ -16,8 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-STATUS_NAME = "status.json"
-REQUESTS_DIR = "requests"
+from hubcensus.queries.datadir import Layout
 
 # A worker is presumed gone after missing this many heartbeats in a row, and never sooner than STALE_MIN_S:
 # a loaded machine or a slow disk can delay one write, and a false "no worker" would refuse a request.
@@ -32,7 +32,7 @@ _status_lock = threading.Lock()
 def read_status(data_dir: Path) -> dict[str, Any]:
     """The worker's last written status, or {} if no worker ever ran here."""
     try:
-        data: dict[str, Any] = json.loads((Path(data_dir) / STATUS_NAME).read_text())
+        data: dict[str, Any] = json.loads(Layout(Path(data_dir)).status.read_text())
         return data
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
@@ -42,9 +42,9 @@ def write_status(data_dir: Path, **changes: Any) -> dict[str, Any]:
     """Merge changes into status.json, atomically (write aside, rename over)."""
     with _status_lock:
         status = {**read_status(data_dir), **changes}
-        path = Path(data_dir) / STATUS_NAME
+        path = Layout(Path(data_dir)).status
         path.parent.mkdir(parents=True, exist_ok=True)
-        aside = path.with_name(f".{STATUS_NAME}.{os.getpid()}")
+        aside = path.with_name(f".{path.name}.{os.getpid()}")
         aside.write_text(json.dumps(status, indent=2, default=str))
         os.replace(aside, path)
         return status
@@ -107,7 +107,7 @@ def worker_liveness(status: dict[str, Any], now: datetime) -> Liveness:
 
 def request_snapshot(data_dir: Path) -> str:
     """Ask the worker for a snapshot now (used by POST /v1/snapshots); returns the request id."""
-    folder = Path(data_dir) / REQUESTS_DIR
+    folder = Layout(Path(data_dir)).requests
     folder.mkdir(parents=True, exist_ok=True)
     request_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     aside = folder / f".{request_id}"
@@ -118,7 +118,7 @@ def request_snapshot(data_dir: Path) -> str:
 
 def pending_requests(data_dir: Path) -> list[str]:
     """Snapshot requests not yet taken by a worker."""
-    folder = Path(data_dir) / REQUESTS_DIR
+    folder = Layout(Path(data_dir)).requests
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
@@ -126,5 +126,5 @@ def take_requests(data_dir: Path) -> list[str]:
     """Consume the pending snapshot requests (the worker, when it starts a run)."""
     taken = pending_requests(data_dir)
     for request_id in taken:
-        (Path(data_dir) / REQUESTS_DIR / f"{request_id}.json").unlink(missing_ok=True)
+        (Layout(Path(data_dir)).requests / f"{request_id}.json").unlink(missing_ok=True)
     return taken

@@ -11,11 +11,12 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from hubcensus.queries.buckets import bucket_columns, flatten
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.filters import METHOD_COLUMNS, ModelFilter, Weight, universe_of
 from hubcensus.queries.frameworks import FRAMEWORKS, METHODS, Framework, Method, combination_name
 from hubcensus.queries.share import GroupBy, framework_share, framework_total
 from hubcensus.queries.sql import run
-from hubcensus.queries.store import SnapshotMeta, SnapshotStore
+from hubcensus.queries.store import SnapshotStore
 
 Change = Literal["added", "removed", "changed"]
 

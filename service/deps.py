@@ -10,7 +10,8 @@ from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from hubcensus.queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore
+from hubcensus.queries.datadir import SnapshotMeta, SnapshotNotFound
+from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.errors import ApiError
 
 

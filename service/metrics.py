@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hubcensus.queries.store import SnapshotMeta
+from hubcensus.queries.datadir import SnapshotMeta
 
 
 class Metrics:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from hubcensus.queries.store import SnapshotMeta
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.service.charts import ChartBuilder
 from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, error_doc
 from hubcensus.service.params import Analysis

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.records import parse_record
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.frameworks import FRAMEWORKS, Facts, Method, classify, frameworks_of
-from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,10 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hubcensus.ingest.dumps import import_dump
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.frameworks import FRAMEWORKS
 from hubcensus.queries.history import breaks, why_not_comparable
 from hubcensus.queries.sql import QueryTimeout, run, time_limit
-from hubcensus.queries.store import SnapshotMeta, SnapshotStore
+from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES, bucket_of
 from tests.helpers import hubcensus

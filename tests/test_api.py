@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, FRAMEWORKS
-from hubcensus.queries.store import SnapshotMeta
 from tests.conftest import bucket_of
 
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from hubcensus import cli
 from hubcensus.cli import QUERIES, app
 from hubcensus.ingest.hub import split_userinfo
-from hubcensus.queries.store import redact_url
+from hubcensus.queries.datadir import redact_url
 from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, FIXTURES
 from tests.helpers import free_port, hubcensus

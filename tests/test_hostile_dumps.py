@@ -26,7 +26,8 @@ from hubcensus.ingest.jsonread import MAX_DEPTH, MAX_RECORD_BYTES, TOO_DEEP, TOO
 from hubcensus.ingest.progress import Progress
 from hubcensus.ingest.records import parse_record
 from hubcensus.ingest.writer import SnapshotWriter
-from hubcensus.queries.store import SnapshotMeta, SnapshotStore
+from hubcensus.queries.datadir import SnapshotMeta
+from hubcensus.queries.store import SnapshotStore
 from tests.conftest import BUNDLED, TAKEN_2022, read_jsonl_gz
 
 MiB = 2**20

@@ -23,7 +23,8 @@ from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.progress import Progress
 from hubcensus.ingest.records import BadRecord, parse_record
-from hubcensus.queries.store import SnapshotMeta, SnapshotStore
+from hubcensus.queries.datadir import SnapshotMeta
+from hubcensus.queries.store import SnapshotStore
 from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022, read_jsonl_gz
 
 BASE: dict[str, Any] = {

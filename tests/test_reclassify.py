@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.reclassify import outdated, reclassify
+from hubcensus.queries.datadir import DB_NAME, META_NAME
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS
-from hubcensus.queries.store import DB_NAME, META_NAME, SnapshotStore
+from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
 from tests.conftest import FIXTURES, TAKEN_2022
 from tests.helpers import hubcensus

@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import parse_record
 from hubcensus.ingest.writer import SnapshotWriter
-from hubcensus.queries.store import SnapshotStore, clean_tmp
+from hubcensus.queries.datadir import clean_tmp
+from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
 from tests.conftest import FIXTURES, TAKEN_2022
 from tests.helpers import hubcensus, serving
@@ -108,6 +110,21 @@ def test_clean_tmp_spares_a_live_writer(tmp_path: Path) -> None:
         assert (tmp_path / "tmp" / writer.id).is_dir()
         meta = writer.publish()
     assert SnapshotStore(tmp_path).get().id == meta.id
+
+
+def test_a_resumable_run_is_written_by_one_writer_at_a_time(tmp_path: Path) -> None:
+    # Two runs of the same key (endpoint, filters, limit) share resume/<key>/: the second is refused, the first
+    # goes on, and its work dir is kept (locked no more) for the next run when it fails.
+    kwargs: dict[str, Any] = {"taken_at": TAKEN_2022, "source": "t", "kind": "ingest", "resume_key": "k"}
+    with pytest.raises(RuntimeError, match="stop"), SnapshotWriter(tmp_path, **kwargs) as first:
+        first.add_page([parse_record({"id": "a/b"})], [], "next")
+        with pytest.raises(IngestError, match=r"another run is already writing .*resume/k; try again"):
+            SnapshotWriter(tmp_path, **kwargs).__enter__()
+        raise RuntimeError("stop")
+    with SnapshotWriter(tmp_path, **kwargs, resume_max_age=3600) as second:
+        assert (second.resumed, second.pages, second.next_url) == (True, 1, "next")
+        second.publish()
+    assert list((tmp_path / "resume").iterdir()) == []
 
 
 def test_published_snapshot_is_read_only_and_complete(demo_data_dir: Path) -> None:

@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 from hubcensus.ingest.hub import HubOptions
 from hubcensus.ingest.worker import Retention, next_run, run_worker, to_prune, validate_schedule
 from hubcensus.queries.control import pending_requests, read_status, take_requests, write_status
-from hubcensus.queries.store import SnapshotMeta, SnapshotStore, remove_snapshot
+from hubcensus.queries.datadir import SnapshotMeta, remove_snapshot
+from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
 from tests.conftest import BUNDLED, TAKEN_2022
 from tests.helpers import free_port, hubcensus

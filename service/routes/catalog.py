@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from hubcensus.queries.catalog import Dimension, ModelSort, bucket_names, dimension_values, list_models, model_detail
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.filters import ModelFilter
-from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.deps import CursorDep, SnapshotDep
 from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, ApiError
 from hubcensus.service.params import AnalysisDep, BaseFilterDep, FilterDep, PageDep, normalized

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.history import breaks, framework_history, resolve_range
 from hubcensus.queries.share import GroupBy, Interval, framework_share, framework_trend
-from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.charts import Scale, history_spec, share_spec, trend_spec
 from hubcensus.service.deps import CursorDep, SnapshotDep, StoreDep
 from hubcensus.service.errors import ApiError

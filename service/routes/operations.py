@@ -18,7 +18,7 @@ from hubcensus.queries.control import (
     request_snapshot,
     worker_liveness,
 )
-from hubcensus.queries.store import SnapshotNotFound, remove_snapshot
+from hubcensus.queries.datadir import SnapshotNotFound, remove_snapshot
 from hubcensus.service.deps import StoreDep, lookup_snapshot
 from hubcensus.service.errors import ERROR_RESPONSES, INVALID_RESPONSE, ApiError, error_doc, json_errors
 from hubcensus.service.metrics import Metrics
