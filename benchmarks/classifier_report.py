@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hubcensus.ingest.dumps import import_dump
+from hubcensus.queries.conditions import holds_weights
 from hubcensus.queries.frameworks import (
     FRAMEWORKS,
     METHODS,
@@ -24,7 +25,6 @@ from hubcensus.queries.frameworks import (
     Facts,
     explain,
     frameworks_of,
-    holds_weights,
     mask_of,
 )
 from hubcensus.queries.share import framework_share, framework_trend

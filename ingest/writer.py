@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import ROW_SCHEMA
+from hubcensus.queries.conditions import WEIGHT_FILE
 from hubcensus.queries.datadir import (
     DB_NAME,
     SnapshotMeta,
@@ -31,7 +32,7 @@ from hubcensus.queries.datadir import (
     seal,
     work_dir,
 )
-from hubcensus.queries.frameworks import CLASSIFIER_VERSION, WEIGHT_FILE, classified_sql
+from hubcensus.queries.frameworks import CLASSIFIER_VERSION, classified_sql
 from hubcensus.queries.sql import sql_path
 
 BATCH_ROWS = 5_000

@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.records import parse_record
 from hubcensus.queries.buckets import bucket_columns, bucket_values, nest, to_bucket
+from hubcensus.queries.conditions import holds_weights, weight_files
 from hubcensus.queries.frameworks import (
     BIT,
     CLASSIFIER_VERSION,
     FRAMEWORKS,
-    GGUF_FILE,
     METHODS,
     RULES,
     Facts,
@@ -30,12 +30,11 @@ from hubcensus.queries.frameworks import (
     combination_name,
     explain,
     frameworks_of,
-    holds_weights,
     mask_of,
     mask_sql,
     shared_combinations,
-    weight_files,
 )
+from hubcensus.queries.rules import GGUF_FILE
 from hubcensus.queries.share import ShareResult, framework_share, framework_trend
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.queries.transformers_table import model_types, transformers_table

@@ -29,7 +29,7 @@ def read_health(store: StoreDep) -> Health:
 
 
 class RuleDoc(BaseModel):
-    """One classification rule, as queries/frameworks.py holds it."""
+    """One classification rule, as queries/rules.py holds it."""
 
     id: str
     framework: Framework
