@@ -125,7 +125,7 @@ for meta in snapshots:
 
 # %% (b) The 30 most downloaded models of the pinned snapshot, per task
 con = open_snapshot(DATA_DIR, SNAPSHOT)  # read-only; open_snapshot(DATA_DIR) opens the newest
-result = framework_share(con, method="tags", frameworks=FRAMEWORKS, flt=ModelFilter(top=30))
+result = framework_share(con, method="tags", frameworks=FRAMEWORKS, filters=ModelFilter(top=30))
 print(f"\n[in-process] top 30: {result.total.models} models, {result.total.pct}")
 print(result.rows.to_pandas()[["group", "models", "exclusive.pytorch", "exclusive.tensorflow", "shared"]])
 

@@ -48,12 +48,12 @@ def dimension_values(
     con: duckdb.DuckDBPyConnection,
     dimension: Dimension,
     *,
-    flt: ModelFilter | None = None,
+    filters: ModelFilter | None = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> pa.Table:
     """The values of a dimension with their model counts, most models first (null last)."""
-    cte, params = selected_cte(flt or ModelFilter())
+    cte, params = selected_cte(filters or ModelFilter())
     col = _DIMENSION_COLUMNS[dimension]
     sql = f"""{cte}
 SELECT {col} AS value, count(*) AS models, coalesce(sum(downloads), 0)::BIGINT AS downloads
@@ -89,7 +89,7 @@ def list_models(
     *,
     method: Method = "inferred",
     frameworks: Sequence[Framework] = FRAMEWORKS,
-    flt: ModelFilter | None = None,
+    filters: ModelFilter | None = None,
     bucket: str | None = None,
     search: str | None = None,
     sort: ModelSort = "-downloads",
@@ -98,7 +98,7 @@ def list_models(
 ) -> pa.Table:
     """Models matching the filters, with their frameworks under `method`, in a stable order."""
     universe, mask = universe_of(frameworks)
-    cte, params = selected_cte(flt or ModelFilter())
+    cte, params = selected_cte(filters or ModelFilter())
     conditions = bucket_sql(method, universe)
     if bucket is not None and bucket not in conditions:
         raise ValueError(f"bucket must be one of {', '.join(conditions)}")

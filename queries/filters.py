@@ -49,14 +49,14 @@ class ModelFilter(BaseModel):
     order: PopularityOrder = Field("downloads", description="What `top` ranks by: `downloads` or `likes`.")
 
 
-def selected_cte(flt: ModelFilter) -> tuple[str, dict[str, Any]]:
+def selected_cte(filters: ModelFilter) -> tuple[str, dict[str, Any]]:
     """`WITH selected AS (...)` over `models`, and its bound parameters.
 
     Models with a missing or placeholder createdAt never pass a `created_*` filter: their creation date
     is unknown. `top` ranks after the other filters, ties broken by id so the set is reproducible.
     """
-    order = ORDER_COLUMNS[flt.order]
-    top = f"ORDER BY {order} DESC NULLS LAST, id LIMIT $top" if flt.top is not None else ""
+    order = ORDER_COLUMNS[filters.order]
+    top = f"ORDER BY {order} DESC NULLS LAST, id LIMIT $top" if filters.top is not None else ""
     sql = f"""WITH selected AS (
     SELECT * FROM models
     WHERE ($pipeline_tag IS NULL OR pipeline_tag = $pipeline_tag)
@@ -68,15 +68,15 @@ def selected_cte(flt: ModelFilter) -> tuple[str, dict[str, Any]]:
     {top}
 )"""
     params: dict[str, Any] = {
-        "pipeline_tag": flt.pipeline_tag,
-        "library_name": flt.library_name,
-        "author": flt.author,
-        "min_downloads": flt.min_downloads,
-        "created_after": flt.created_after,
-        "created_before": flt.created_before,
+        "pipeline_tag": filters.pipeline_tag,
+        "library_name": filters.library_name,
+        "author": filters.author,
+        "min_downloads": filters.min_downloads,
+        "created_after": filters.created_after,
+        "created_before": filters.created_before,
     }
-    if flt.top is not None:
-        params["top"] = flt.top
+    if filters.top is not None:
+        params["top"] = filters.top
     return sql, params
 
 

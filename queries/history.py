@@ -29,7 +29,7 @@ def framework_history(
     method: Method = "inferred",
     frameworks: Sequence[Framework] = FRAMEWORKS,
     weight: Weight = "models",
-    flt: ModelFilter | None = None,
+    filters: ModelFilter | None = None,
 ) -> pa.Table:
     """The share at each of `snapshots` (oldest first): one row per snapshot, or per snapshot and group.
 
@@ -40,12 +40,14 @@ def framework_history(
         with store.cursor(meta.id) as con:
             if by is None:
                 # Totals only: one group-by on the framework mask, not a share per group (2.5x faster at 2M).
-                total = framework_total(con, method=method, frameworks=frameworks, weight=weight, flt=flt)
+                total = framework_total(con, method=method, frameworks=frameworks, weight=weight, filters=filters)
                 schema = pa.schema(bucket_columns(universe_of(frameworks)[0]))
                 # The bucket lists the combinations that occur; the table has a column (0 or more) for each.
                 rows = pa.Table.from_pylist([dict.fromkeys(schema.names, 0) | flatten(total)], schema=schema)
             else:
-                rows = framework_share(con, by=by, method=method, frameworks=frameworks, weight=weight, flt=flt).rows
+                rows = framework_share(
+                    con, by=by, method=method, frameworks=frameworks, weight=weight, filters=filters
+                ).rows
         n = rows.num_rows
         rows = rows.add_column(0, "taken_at", pa.array([meta.taken_at] * n, pa.timestamp("us", tz="UTC")))
         tables.append(rows.add_column(0, "snapshot", pa.array([meta.id] * n, pa.string())))

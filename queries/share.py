@@ -71,7 +71,7 @@ def framework_share(
     method: Method = "inferred",
     frameworks: Sequence[Framework] = FRAMEWORKS,
     weight: Weight = "models",
-    flt: ModelFilter | None = None,
+    filters: ModelFilter | None = None,
     pipeline_tag: str | None = None,
     library_name: str | None = None,
     author: str | None = None,
@@ -83,8 +83,8 @@ def framework_share(
     `weight="downloads"` (or `likes`) every number is a sum of downloads (likes), not a count of models.
     """
     universe, mask = universe_of(frameworks)
-    flt = _with_shortcuts(flt, pipeline_tag=pipeline_tag, library_name=library_name, author=author)
-    cte, params = selected_cte(flt)
+    filters = _with_shortcuts(filters, pipeline_tag=pipeline_tag, library_name=library_name, author=author)
+    cte, params = selected_cte(filters)
     combos = run(con, _combo_sql(_GROUP_COLUMNS[by], method, weight, cte), {**params, "mask": mask})
     combos = combos.rename_columns(["group", "combo", "n"])
     rows = bucketize(combos, [("group", pa.string())], universe, sort_key=_by_size)
@@ -97,11 +97,11 @@ def framework_total(
     method: Method = "inferred",
     frameworks: Sequence[Framework] = FRAMEWORKS,
     weight: Weight = "models",
-    flt: ModelFilter | None = None,
+    filters: ModelFilter | None = None,
 ) -> Bucket:
     """The bucket over every model matching the filters: a share's `total`, without grouping by a column."""
     universe, mask = universe_of(frameworks)
-    cte, params = selected_cte(flt or ModelFilter())
+    cte, params = selected_cte(filters or ModelFilter())
     combos = run(con, _combo_sql("NULL", method, weight, cte), {**params, "mask": mask})
     return total_of(combos, universe)
 
@@ -113,7 +113,7 @@ def framework_trend(
     method: Method = "inferred",
     frameworks: Sequence[Framework] = FRAMEWORKS,
     weight: Weight = "models",
-    flt: ModelFilter | None = None,
+    filters: ModelFilter | None = None,
 ) -> ShareResult:
     """Framework share of the models created in each period (`2024-05`, `2024-Q2`, `2024`).
 
@@ -121,7 +121,7 @@ def framework_trend(
     `unknown`, listed last, never into March 2022.
     """
     universe, mask = universe_of(frameworks)
-    cte, params = selected_cte(flt or ModelFilter())
+    cte, params = selected_cte(filters or ModelFilter())
     key_sql = f"CASE WHEN {KNOWN_CREATED} THEN date_trunc('{interval}', created_at) END"
     sql = f"""SELECT coalesce({_PERIOD_SQL[interval]}, '{UNKNOWN_PERIOD}') AS key, combo, n
 FROM ({_combo_sql(key_sql, method, weight, cte)})"""
@@ -132,8 +132,8 @@ FROM ({_combo_sql(key_sql, method, weight, cte)})"""
     return ShareResult(method, None, universe, weight, total_of(combos, universe), rows)
 
 
-def _with_shortcuts(flt: ModelFilter | None, **shortcuts: str | None) -> ModelFilter:
+def _with_shortcuts(filters: ModelFilter | None, **shortcuts: str | None) -> ModelFilter:
     # Keyword shortcuts keep notebook calls short: framework_share(con, pipeline_tag="fill-mask").
-    flt = flt or ModelFilter()
+    filters = filters or ModelFilter()
     given = {k: v for k, v in shortcuts.items() if v is not None}
-    return flt.model_copy(update=given) if given else flt
+    return filters.model_copy(update=given) if given else filters

@@ -35,7 +35,7 @@ def _dimension(
     def compute(p: Page) -> Answer:
         # `top` (values) caps the list; pages never run past it.
         limit = p.size if top is None else max(0, min(p.size, top - p.offset))
-        rows = dimension_values(cursor, dimension, flt=flt, limit=limit + 1, offset=p.offset)
+        rows = dimension_values(cursor, dimension, filters=flt, limit=limit + 1, offset=p.offset)
         more = rows.num_rows > limit and (top is None or p.offset + limit < top)
         return Answer(
             rows.slice(0, limit),
@@ -105,7 +105,7 @@ def read_models(
             cursor,
             method=analysis.method,
             frameworks=analysis.frameworks,
-            flt=flt,
+            filters=flt,
             bucket=bucket,
             search=q,
             sort=sort,

@@ -58,7 +58,7 @@ def read_framework_share(
             method=analysis.method,
             frameworks=analysis.frameworks,
             weight=analysis.weight,
-            flt=flt,
+            filters=flt,
         )
         rows, more = paged(result.rows, p)
         return Answer(rows, _envelope(meta, analysis, query, by=by, total=result.total.model_dump()), more)
@@ -91,7 +91,7 @@ def read_framework_trend(
             method=analysis.method,
             frameworks=analysis.frameworks,
             weight=analysis.weight,
-            flt=flt,
+            filters=flt,
         )
         rows, more = paged(result.rows, p)
         return Answer(rows, _envelope(meta, analysis, query, interval=interval, total=result.total.model_dump()), more)
@@ -136,7 +136,7 @@ def read_framework_history(
             method=analysis.method,
             frameworks=analysis.frameworks,
             weight=analysis.weight,
-            flt=flt,
+            filters=flt,
         )
         rows, more = paged(table, p)
         ordered = sorted(snapshots, key=lambda m: (m.taken_at, m.id))
