@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hubcensus.ingest.dumps import import_dump
+from hubcensus.queries.buckets import flatten
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
 from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022, bucket_of
 from tests.helpers import free_port, serving
@@ -156,17 +157,6 @@ def http(census: Census) -> Iterator[httpx.Client]:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def flatten(row: dict[str, Any]) -> dict[str, Any]:
-    """Undo the JSON renderer's nesting: one level, `{"a": {"b": 1}}` → `{"a.b": 1}`."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
 
 
 def csv_table(body: bytes) -> tuple[list[str], list[list[str]]]:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.records import parse_record
-from hubcensus.queries.buckets import bucket_columns, bucket_values, nest, to_bucket
+from hubcensus.queries.buckets import bucket_columns, bucket_values, flatten, nest, to_bucket
 from hubcensus.queries.conditions import holds_weights, weight_files
 from hubcensus.queries.frameworks import (
     BIT,
@@ -316,6 +316,18 @@ def test_a_bucket_of_one_framework(fw: Framework) -> None:
     assert bucket.pct == {f"{fw}_only": 100.0, "shared": 0.0}
     # The JSON rows have the same keys as the total, in the same order.
     assert list(nest(flat)) == list(bucket.model_dump())
+
+
+def test_flatten_undoes_nest() -> None:
+    # A share row with its group key and every kind of dotted column; every combination occurs (nest leaves out
+    # those that do not), so flattening gives back the row, keys in order.
+    universe: list[Framework] = ["pytorch", "tensorflow"]
+    row = {
+        "group": "fill-mask",
+        **bucket_values({0: 1, BIT["pytorch"]: 5, BIT["pytorch"] | BIT["tensorflow"]: 2}, universe),
+    }
+    assert flatten(nest(row)) == row and list(flatten(nest(row))) == list(row)
+    assert flatten({"a": {"b": 1}, "c": 2}) == {"a.b": 1, "c": 2}
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def read_dashboard(
         + _links("/v1/frameworks/share", {**share_params, **scale}, chart_formats),
         trend_links=_links("/v1/frameworks/trend", params, ["json", "csv", "parquet", *chart_formats]),
         history_links=_links("/v1/frameworks/history", history_params, ["json", "csv", "parquet", *chart_formats]),
-        total=flatten(share.total),
+        total=flatten(share.total.model_dump()),
         table=share.rows.slice(0, MAX_BARS).to_pylist(),
         groups=share.rows.num_rows,
         group_label=lambda g: group_label(g, by),
