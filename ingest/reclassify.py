@@ -16,7 +16,8 @@ from pathlib import Path
 
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import ROW_SCHEMA
-from hubcensus.ingest.writer import connect, storage_errors
+from hubcensus.ingest.staging import connect
+from hubcensus.ingest.writer import storage_errors
 from hubcensus.queries.conditions import WEIGHT_FILE
 from hubcensus.queries.datadir import DB_NAME, Reclassification, SnapshotMeta, SnapshotNotFound, replace, seal, work_dir
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS, classified_sql
