@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import proc_memory
 from benchmarks.loadgen import percentile
+from benchmarks.processes import proc_memory
 
 
 def _configure_duckdb(settings: dict[str, str], *, read_only_only: bool = False) -> None:
