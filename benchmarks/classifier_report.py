@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hubcensus.ingest.dumps import import_dump
-from hubcensus.queries.conditions import holds_weights
+from hubcensus.queries.facts import holds_weights
 from hubcensus.queries.frameworks import (
     FRAMEWORKS,
     METHODS,

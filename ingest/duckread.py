@@ -19,7 +19,7 @@ import re
 from typing import Literal
 
 from hubcensus.ingest.records import MAX_CONFIG_TEXT
-from hubcensus.queries.conditions import WEIGHT_FILE
+from hubcensus.queries.facts import WEIGHT_FILE
 from hubcensus.queries.frameworks import classified_sql
 from hubcensus.queries.sql import sql_literal
 

@@ -53,7 +53,7 @@ EXPAND: list[ExpandModelProperty_T] = [
     "private",
     "gated",
     "siblings",
-    # The classifier's facts (queries.conditions.Facts): config.model_type and .architectures, and
+    # The classifier's facts (queries.facts.Facts): config.model_type and .architectures, and
     # transformersInfo.auto_model. Their cost per page is measured in docs/ARCHITECTURE.md ("What ingest asks").
     "config",
     "transformersInfo",

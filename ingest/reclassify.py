@@ -1,7 +1,7 @@
 """Reclassify stored snapshots: recompute their framework columns from their stored facts, without a new crawl.
 
 A snapshot keeps the facts the rules read (tags, file names, library, config.model_type and .architectures,
-transformersInfo.auto_model: queries.conditions.FACT_COLUMNS), so a snapshot taken under one classifier version
+transformersInfo.auto_model: queries.facts.FACT_COLUMNS), so a snapshot taken under one classifier version
 can be answered under the next. The new columns are written into a fresh copy of the snapshot, which then
 replaces the published one atomically (queries.datadir.replace): readers see the old snapshot or the new one.
 """
@@ -18,8 +18,8 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import ROW_SCHEMA
 from hubcensus.ingest.staging import connect
 from hubcensus.ingest.writer import storage_errors
-from hubcensus.queries.conditions import WEIGHT_FILE
 from hubcensus.queries.datadir import DB_NAME, Reclassification, SnapshotMeta, SnapshotNotFound, replace, seal, work_dir
+from hubcensus.queries.facts import WEIGHT_FILE
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS, classified_sql
 from hubcensus.queries.sql import sql_path
 from hubcensus.queries.store import SnapshotStore

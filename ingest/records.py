@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hubcensus.queries.conditions import weight_files
+from hubcensus.queries.facts import weight_files
 
 
 class Sibling(BaseModel):
@@ -46,7 +46,7 @@ class HubModelRecord(BaseModel):
     sha: str | None = None
     siblings: list[Sibling] | None = Field(None, fail_fast=True)
     # Read leniently: a config is the repo's own file, so a value of an unexpected shape is no fact (null), never
-    # a bad record. Only `model_type`, `architectures` and `auto_model` are kept (queries.conditions.Facts).
+    # a bad record. Only `model_type`, `architectures` and `auto_model` are kept (queries.facts.Facts).
     config: Any = None
     transformers_info: Any = Field(None, validation_alias=AliasChoices("transformersInfo", "transformers_info"))
 

@@ -21,7 +21,6 @@ import duckdb
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import ROW_SCHEMA
 from hubcensus.ingest.staging import STAGING_NAME, Staging, remove_db, scalar
-from hubcensus.queries.conditions import WEIGHT_FILE
 from hubcensus.queries.datadir import (
     DB_NAME,
     SnapshotMeta,
@@ -32,6 +31,7 @@ from hubcensus.queries.datadir import (
     seal,
     work_dir,
 )
+from hubcensus.queries.facts import WEIGHT_FILE
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, classified_sql
 from hubcensus.queries.sql import sql_path
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
-from hubcensus.queries.conditions import FILES_COLUMN, FILES_TEXT, Facts
+from hubcensus.queries.conditions import FILES_COLUMN, FILES_TEXT
+from hubcensus.queries.facts import Facts
 from hubcensus.queries.rules import CLASSIFIER_VERSION, FRAMEWORKS, METHODS, RULES, Framework, Method, Rule
 
 __all__ = [

@@ -11,7 +11,6 @@ from typing import Literal, get_args
 from hubcensus.queries.conditions import (
     AutoModel,
     Condition,
-    Facts,
     File,
     Library,
     ModelType,
@@ -23,6 +22,7 @@ from hubcensus.queries.conditions import (
     library,
     tag,
 )
+from hubcensus.queries.facts import Facts
 from hubcensus.queries.transformers_table import model_types
 
 # Bumped whenever a rule changes, and recorded in every snapshot and answer, so that figures computed under

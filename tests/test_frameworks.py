@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.records import parse_record
 from hubcensus.queries.buckets import bucket_columns, bucket_values, flatten, nest, to_bucket
-from hubcensus.queries.conditions import holds_weights, weight_files
+from hubcensus.queries.facts import holds_weights, weight_files
 from hubcensus.queries.frameworks import (
     BIT,
     CLASSIFIER_VERSION,
