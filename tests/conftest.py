@@ -1,40 +1,20 @@
-"""Shared fixtures: real data files, real DuckDB snapshots, the real app over HTTP."""
+"""Shared fixtures: the real 2022 crawl, a data dir holding it as a snapshot, the real app over it (the files
+and constants they use: tests/data.py)."""
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from hubcensus.ingest.dumps import import_dump
-from hubcensus.ingest.records import parse_record
 from hubcensus.queries.datadir import SnapshotMeta
-from hubcensus.queries.frameworks import FRAMEWORKS, Facts, Method, classify, frameworks_of
+from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-BUNDLED = ROOT / "hubcensus" / "data" / "hub-2022-02-21.jsonl.gz"
-TAKEN_2022 = datetime(2022, 2, 21, tzinfo=UTC)
-
-
-def read_jsonl_gz(path: Path) -> list[dict[str, Any]]:
-    """Every record of a JSON Lines .gz file."""
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def bucket_of(rec: dict[str, Any], method: str = "tags", universe: Sequence[str] = FRAMEWORKS) -> str:
-    """The bucket of one raw API record, computed in Python: a framework name, 'shared' or 'none'."""
-    masks = classify(Facts.of_row(parse_record(rec)))
-    fws = [f for f in frameworks_of(masks[cast(Method, method)]) if f in universe]
-    return "none" if not fws else fws[0] if len(fws) == 1 else "shared"
+from tests.data import BUNDLED, TAKEN_2022, read_jsonl_gz
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +34,6 @@ def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_snapshot(demo_data_dir: Path) -> SnapshotMeta:
     """The metadata of the bundled snapshot."""
-    from hubcensus.queries.store import SnapshotStore
-
     return SnapshotStore(demo_data_dir).get("latest")
 
 

@@ -24,11 +24,9 @@ from hubcensus.queries.history import breaks, why_not_comparable
 from hubcensus.queries.sql import QueryTimeout, run, time_limit
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from tests.conftest import BUNDLED, FIXTURES, bucket_of
+from tests.data import BUNDLED, LIST_2024, LIST_2025, bucket_of
 from tests.helpers import hubcensus
 
-LIST_2024 = FIXTURES / "rimel_2024-12-15_list.json.gz"
-LIST_2025 = FIXTURES / "rimel_2025-01-14_list.json.gz"
 PLACEHOLDERS = ("2022-03-02T23:29:04", "2022-03-02T23:29:05")
 
 

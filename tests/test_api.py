@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,18 +11,7 @@ from fastapi.testclient import TestClient
 
 from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, FRAMEWORKS
-from tests.conftest import bucket_of
-
-
-def expected_share(
-    records: list[dict[str, Any]], method: str, universe: Sequence[str], by: str = "pipeline_tag", **filters: str
-) -> dict[str | None, Counter[str]]:
-    """Share per group computed directly from the raw records, without SQL."""
-    out: dict[str | None, Counter[str]] = {}
-    for rec in records:
-        if all(rec.get(k) == v for k, v in filters.items()):
-            out.setdefault(rec.get(by), Counter())[bucket_of(rec, method, universe)] += 1
-    return out
+from tests.data import expected_share
 
 
 @pytest.mark.parametrize("method", ["tags", "files", "inferred", "loadable"])

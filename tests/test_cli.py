@@ -24,7 +24,7 @@ from hubcensus.cli import QUERIES, app
 from hubcensus.ingest.hub import split_userinfo
 from hubcensus.queries.datadir import redact_url
 from hubcensus.service.app import create_app
-from tests.conftest import BUNDLED, FIXTURES
+from tests.data import BUNDLED, FIXTURES
 from tests.helpers import free_port, hubcensus
 from tests.hubserver import HubServer, json_response
 

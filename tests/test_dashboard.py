@@ -20,10 +20,9 @@ from hubcensus.queries.frameworks import FRAMEWORKS
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
 from hubcensus.service.charts import CHART_WIDTH, FRAMEWORK_COLORS, MIN_TREND_SAMPLE, WIDE_CHART_WIDTH, framework_color
-from tests.conftest import BUNDLED, FIXTURES, ROOT
+from tests.data import BUNDLED, LIST_2025, ROOT
 from tests.helpers import serving
 
-LIST_2025 = FIXTURES / "rimel_2025-01-14_list.json.gz"
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
 
 ARTIFACTS = ROOT / "test-artifacts"

@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hubcensus.config import Settings
 from hubcensus.queries.store import SnapshotStore
-from tests.conftest import ROOT
+from tests.data import ROOT
 from tests.helpers import free_port, hubcensus_server
 from tests.hubserver import HubServer, RequestInfo, Response
 

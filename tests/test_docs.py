@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from hubcensus.config import Settings
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, FRAMEWORKS, RULES
-from tests.conftest import ROOT
+from tests.data import ROOT
 
 README = (ROOT / "README.md").read_text()
 METHODOLOGY = (ROOT / "docs" / "METHODOLOGY.md").read_text()

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,10 @@ import pytest
 
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.store import SnapshotStore
-from tests.conftest import BUNDLED, FIXTURES, ROOT, TAKEN_2022, bucket_of
+from tests.data import BUNDLED, LIST_2024, ROOT, TAKEN_2022, TAKEN_2024, bucket_of
 from tests.helpers import free_port, hubcensus_server, serving
 
 NOTEBOOK = ROOT / "examples" / "notebook.py"
-LISTING_2024 = FIXTURES / "rimel_2024-12-15_list.json.gz"
-TAKEN_2024 = datetime(2024, 12, 15, tzinfo=UTC)
 UNIVERSE = ("pytorch", "tensorflow")
 
 
@@ -39,7 +36,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     """
     data_dir = tmp_path_factory.mktemp("examples-data")
     import_dump(BUNDLED, data_dir, taken_at=TAKEN_2022, max_bad_share=0.0)
-    latest = import_dump(LISTING_2024, data_dir, taken_at=TAKEN_2024, max_bad_share=0.0)
+    latest = import_dump(LIST_2024, data_dir, taken_at=TAKEN_2024, max_bad_share=0.0)
     with serving(data_dir) as url:
         yield url, data_dir, latest.id
 
@@ -164,7 +161,7 @@ def test_notebook_runs_against_a_service_and_its_files(
     # The README's headline figure, over HTTP (history feed) and in-process (snapshot file) alike.
     headline = HEADLINE_2022
     assert summary(crawl_2022) == headline.split(": ", 1)[1]
-    with gzip.open(LISTING_2024, "rt") as f:
+    with gzip.open(LIST_2024, "rt") as f:
         listing_2024: list[dict[str, Any]] = json.load(f)
     expected_2024 = f"2024-12-15: {summary(listing_2024)}"
     for part in ("[service]", "[in-process]"):

@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,8 @@ import pytest
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.buckets import flatten
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
-from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022, bucket_of
+from tests.data import BUNDLED, LIST_2024, LIST_2025, TAKEN_2022, TAKEN_2024, TAKEN_2025, bucket_of
 from tests.helpers import free_port, serving
-
-TAKEN_2024 = datetime(2024, 12, 15, tzinfo=UTC)
-TAKEN_2025 = datetime(2025, 1, 14, tzinfo=UTC)
 
 FORMATS = ("json", "csv", "ndjson", "parquet")
 CONTENT_TYPES = {
@@ -100,8 +96,8 @@ def census_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str
     """A data dir with three snapshots: 2022-02-21 (bundled), 2024-12-15 and 2025-01-14 (latest)."""
     data_dir = tmp_path_factory.mktemp("feeds-data")
     old = import_dump(BUNDLED, data_dir, taken_at=TAKEN_2022, max_bad_share=0.05)
-    mid = import_dump(FIXTURES / "rimel_2024-12-15_list.json.gz", data_dir, taken_at=TAKEN_2024, max_bad_share=0.05)
-    new = import_dump(FIXTURES / "rimel_2025-01-14_list.json.gz", data_dir, taken_at=TAKEN_2025, max_bad_share=0.05)
+    mid = import_dump(LIST_2024, data_dir, taken_at=TAKEN_2024, max_bad_share=0.05)
+    new = import_dump(LIST_2025, data_dir, taken_at=TAKEN_2025, max_bad_share=0.05)
     return data_dir, old.id, mid.id, new.id
 
 
@@ -613,7 +609,7 @@ def test_history_csv_in_a_notebook(census: Census) -> None:
     assert df["models"].tolist() == [29_432, 1_319, 3_180]
     assert df["pct.pytorch_only"].between(0, 100).all()
     # The newest point, computed here from the raw records (default method and universe).
-    with gzip.open(FIXTURES / "rimel_2025-01-14_list.json.gz", "rt") as f:
+    with gzip.open(LIST_2025, "rt") as f:
         buckets = Counter(bucket_of(r, "inferred") for r in json.load(f))
     with_framework = sum(n for b, n in buckets.items() if b != "none")
     assert df.loc[2, "pct.pytorch_only"] == pytest.approx(round(100 * buckets["pytorch"] / with_framework, 2))

@@ -38,13 +38,12 @@ from hubcensus.queries.rules import GGUF_FILE
 from hubcensus.queries.share import ShareResult, framework_share, framework_trend
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.queries.transformers_table import model_types, transformers_table
-from tests.conftest import BUNDLED, FIXTURES, ROOT, TAKEN_2022
+from tests.data import BUNDLED, FIXTURES, LIST_2025, ROOT, TAKEN_2022
 
 METHODOLOGY = (ROOT / "docs" / "METHODOLOGY.md").read_text()
 
 PT, TF, JX = BIT["pytorch"], BIT["tensorflow"], BIT["jax"]
 TREES = FIXTURES / "hamidah_2025_model_trees_modelinfo.jsonl.gz"
-LIST_2025 = FIXTURES / "rimel_2025-01-14_list.json.gz"
 SOURCES = {"crawl": BUNDLED, "trees": TREES, "list": LIST_2025}
 
 

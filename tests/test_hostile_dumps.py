@@ -28,7 +28,7 @@ from hubcensus.ingest.records import parse_record
 from hubcensus.ingest.writer import SnapshotWriter
 from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.store import SnapshotStore
-from tests.conftest import BUNDLED, TAKEN_2022, read_jsonl_gz
+from tests.data import BUNDLED, TAKEN_2022, read_jsonl_gz
 
 MiB = 2**20
 DEEP = 20_000

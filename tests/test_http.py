@@ -17,7 +17,7 @@ from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.frameworks import FRAMEWORKS
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from tests.conftest import FIXTURES, TAKEN_2022
+from tests.data import FIXTURES, TAKEN_2022
 from tests.helpers import serving
 
 TABULAR = ["/v1/frameworks/share", "/v1/frameworks/trend", "/v1/tasks", "/v1/libraries", "/v1/authors", "/v1/models"]

@@ -17,7 +17,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
 from hubcensus.ingest.hub import EXPAND
-from tests.conftest import BUNDLED, FIXTURES
+from tests.data import BUNDLED, FIXTURES
 from tests.hubserver import (
     DEFAULT_FIELDS,
     HubServer,

@@ -14,7 +14,7 @@ import pytest
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
 from hubcensus.queries.store import SnapshotStore
-from tests.conftest import FIXTURES, TAKEN_2022
+from tests.data import FIXTURES, TAKEN_2022
 
 REAL_LISTS = sorted(FIXTURES.glob("rimel_*.json.gz"))
 

@@ -25,7 +25,7 @@ from hubcensus.ingest.progress import Progress
 from hubcensus.ingest.records import BadRecord, parse_record
 from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.store import SnapshotStore
-from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022, read_jsonl_gz
+from tests.data import BUNDLED, FIXTURES, TAKEN_2022, read_jsonl_gz
 
 BASE: dict[str, Any] = {
     "id": "org/model",

@@ -14,8 +14,8 @@ from hubcensus.ingest.hub import EXPAND, HubOptions, ingest_hub
 from hubcensus.queries.frameworks import FRAMEWORKS, METHODS
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
+from tests.data import expected_share
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
-from tests.test_api import expected_share
 
 WANTED = set(EXPAND)
 

@@ -24,7 +24,7 @@ from hubcensus.queries.datadir import DB_NAME, META_NAME
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from tests.conftest import FIXTURES, TAKEN_2022
+from tests.data import FIXTURES, TAKEN_2022
 from tests.helpers import hubcensus
 
 TREES = FIXTURES / "hamidah_2025_model_trees_modelinfo.jsonl.gz"

@@ -21,7 +21,7 @@ from hubcensus.ingest.writer import SnapshotWriter
 from hubcensus.queries.datadir import clean_tmp
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from tests.conftest import FIXTURES, TAKEN_2022
+from tests.data import FIXTURES, TAKEN_2022
 from tests.helpers import hubcensus, serving
 from tests.hubserver import HubServer, RequestInfo, Response
 

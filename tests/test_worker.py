@@ -25,7 +25,7 @@ from hubcensus.queries.control import pending_requests, read_status, take_reques
 from hubcensus.queries.datadir import SnapshotMeta, remove_snapshot
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from tests.conftest import BUNDLED, TAKEN_2022
+from tests.data import BUNDLED, TAKEN_2022
 from tests.helpers import free_port, hubcensus
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.data import ROOT
 
 ARTIFACT = ROOT / "test-artifacts" / "fault-matrix.json"
 _rows: list[dict[str, Any]] = []

@@ -25,7 +25,7 @@ import pytest
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import HubOptions, ingest_hub
 from hubcensus.queries.store import SnapshotStore
-from tests.conftest import BUNDLED, FIXTURES
+from tests.data import BUNDLED, FIXTURES
 from tests.helpers import free_port, hubcensus
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
 

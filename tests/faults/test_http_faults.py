@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pytest
 from benchmarks.loadgen import percentile
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.store import SnapshotStore
-from tests.conftest import BUNDLED, FIXTURES, TAKEN_2022
+from tests.data import BUNDLED, FIXTURES, LIST_2024, TAKEN_2022, TAKEN_2024
 from tests.helpers import free_port
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
 
@@ -81,9 +80,9 @@ def two_snapshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("http-faults")
     import_dump(BUNDLED, data_dir, taken_at=TAKEN_2022, max_bad_share=0.0)
     import_dump(
-        FIXTURES / "rimel_2024-12-15_list.json.gz",
+        LIST_2024,
         data_dir,
-        taken_at=datetime(2024, 12, 15, tzinfo=UTC),
+        taken_at=TAKEN_2024,
         max_bad_share=0.05,
     )
     return data_dir
