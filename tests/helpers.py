@@ -1,15 +1,18 @@
-"""Helpers the tests share: a free port, the CLI in its own process, the app under uvicorn."""
+"""Helpers the tests share: a free port, the CLI in its own process, the app under uvicorn in a thread, and
+`hubcensus serve` (or any command that serves) in a process of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -53,17 +56,24 @@ def serving(data_dir: Path, *, cache_bytes: int = 64 * 2**20, query_timeout: flo
 
 @contextmanager
 def hubcensus_server(
-    args: list[str], url: str, log: Path, env: dict[str, str] | None = None, seconds: float = 60
+    args: list[str],
+    url: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    seconds: float = 60,
+    *,
+    errors: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`hubcensus ARGS` (a command that serves, e.g. `demo`) as its own process, from the venv's console
     script, with no HUBCENSUS_* or HF_* variable but `env`; yields once `url`/healthz answers 200, and
-    stops it (SIGTERM, then SIGKILL) at the end. Its output goes to `log`."""
+    stops it (SIGTERM, then SIGKILL) at the end. Its output goes to `log`, its standard error too unless
+    `errors` names a file of its own."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HUBCENSUS_", "HF_"))}
-    with log.open("wb") as out:
+    with log.open("wb") as out, errors.open("wb") if errors else contextlib.nullcontext(out) as err:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "hubcensus"), *args],
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if errors is None else err,
             env={**clean, **(env or {})},
             cwd=log.parent,
         )
@@ -76,7 +86,8 @@ def hubcensus_server(
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"`hubcensus {' '.join(args)}` did not serve {url}:\n{log.read_text()[-3000:]}")
+                said = log.read_text()[-3000:] + (errors.read_text()[-3000:] if errors else "")
+                raise AssertionError(f"`hubcensus {' '.join(args)}` did not serve {url}:\n{said}")
             time.sleep(0.05)
         yield proc
     finally:
@@ -87,3 +98,27 @@ def hubcensus_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running `hubcensus serve`: its base URL, its process, and the files its output and its log go to."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+
+@contextmanager
+def hubcensus_serve(
+    data_dir: Path, log_dir: Path, env: Mapping[str, str] | None = None, seconds: float = 60
+) -> Iterator[Served]:
+    """`hubcensus serve` over `data_dir` on a free loopback port, in its own process (as `hubcensus_server`,
+    settings from `env` only), once it answers /healthz; its standard output and error go to files in `log_dir`."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    stdout, stderr = log_dir / f"serve-{port}.out", log_dir / f"serve-{port}.err"
+    args = ["serve", "--port", str(port), "--data-dir", str(data_dir)]
+    with hubcensus_server(args, url, stdout, env, seconds, errors=stderr) as process:
+        yield Served(url, process, stdout, stderr)

@@ -10,7 +10,6 @@ import pty
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,15 @@ from hubcensus.cli import QUERIES, app
 from hubcensus.ingest.hub import split_userinfo
 from hubcensus.queries.datadir import redact_url
 from hubcensus.service.app import create_app
-from tests.data import BUNDLED, FIXTURES
-from tests.helpers import free_port, hubcensus
+from tests.data import BUNDLED, FIXTURES, LIST_2024, LIST_2025
+from tests.helpers import free_port, hubcensus, hubcensus_server
 from tests.hubserver import HubServer, json_response
 
 
 def test_import_then_list(tmp_path: Path) -> None:
     done = hubcensus(
         "import",
-        str(FIXTURES / "rimel_2025-01-14_list.json.gz"),
+        str(LIST_2025),
         "--taken-at",
         "2025-01-14T12:30:00Z",
         "--data-dir",
@@ -99,31 +98,17 @@ def test_ingest_command_never_prints_the_token(tmp_path: Path, crawl_2022: list[
 
 def test_demo_imports_once_and_serves(tmp_path: Path) -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "hubcensus", "demo", "--port", str(port), "--data-dir", str(tmp_path)]
+    url, logs = f"http://127.0.0.1:{port}", tmp_path / "logs"
+    logs.mkdir()
+    args = ["demo", "--port", str(port), "--data-dir", str(tmp_path)]
     for run in range(2):  # the second start finds the bundled snapshot and does not import again
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            body = _wait_for(f"http://127.0.0.1:{port}/v1/frameworks/share?method=tags&frameworks=pytorch,tensorflow")
+        with hubcensus_server(args, url, logs / f"demo-{run}.log"):
+            body = httpx.get(f"{url}/v1/frameworks/share?method=tags&frameworks=pytorch,tensorflow").json()
             assert body["total"]["models"] == 29_432
             assert body["total"]["pct"] == {"pytorch_only": 90.54, "tensorflow_only": 1.39, "shared": 8.07}
-        finally:
-            proc.terminate()
-            output = proc.communicate(timeout=10)[0]
+        output = (logs / f"demo-{run}.log").read_text()
         assert ("importing the bundled crawl" in output) == (run == 0), output
     assert len(list((tmp_path / "snapshots").iterdir())) == 1
-
-
-def _wait_for(url: str) -> Any:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            response = httpx.get(url)
-            if response.status_code == 200:
-                return response.json()
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} never answered"
-        time.sleep(0.2)
 
 
 def _run(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -337,7 +322,7 @@ def test_a_token_read_from_the_token_file_is_kept_out_of_the_logs(
 def test_a_snapshot_recorded_with_credentials_in_its_source_never_shows_them(tmp_path: Path) -> None:
     # meta.json written before sources were redacted (or by hand) may hold user:password@: the store redacts
     # it when it reads the file, so GET /v1/snapshots and `hubcensus snapshots` never show it.
-    hubcensus("import", str(FIXTURES / "rimel_2024-12-15_list.json.gz"), "--data-dir", str(tmp_path))
+    hubcensus("import", str(LIST_2024), "--data-dir", str(tmp_path))
     (meta_path,) = tmp_path.glob("snapshots/*/meta.json")
     meta_path.chmod(0o644)
     meta = json.loads(meta_path.read_text())

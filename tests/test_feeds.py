@@ -12,9 +12,6 @@ import gzip
 import io
 import json
 import re
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +29,7 @@ from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.buckets import flatten
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
 from tests.data import BUNDLED, LIST_2024, LIST_2025, TAKEN_2022, TAKEN_2024, TAKEN_2025, bucket_of
-from tests.helpers import free_port, serving
+from tests.helpers import hubcensus_serve, serving
 
 FORMATS = ("json", "csv", "ndjson", "parquet")
 CONTENT_TYPES = {
@@ -118,31 +115,15 @@ def bare_url(census_dir: tuple[Path, str, str, str]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def process_url(census_dir: tuple[Path, str, str, str]) -> Iterator[str]:
+def process_url(census_dir: tuple[Path, str, str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`hubcensus serve` in its own process, for requests that make the server log a traceback.
 
     Python 3.11's traceback formatting calls ast.parse, which is not thread-safe there: a uvicorn
     thread logging a 500 while pytest formats a failure can abort the whole run (INTERNALERROR
     "AST constructor recursion depth mismatch").
     """
-    port = free_port()
-    cmd = [sys.executable, "-m", "hubcensus", "serve", "--port", str(port), "--data-dir", str(census_dir[0])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "hubcensus serve did not start"
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with hubcensus_serve(census_dir[0], tmp_path_factory.mktemp("serve")) as served:
+        yield served.url
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from hubcensus.ingest.writer import SnapshotWriter
 from hubcensus.queries.datadir import clean_tmp
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from tests.data import FIXTURES, TAKEN_2022
+from tests.data import LIST_2024, LIST_2025, TAKEN_2022
 from tests.helpers import hubcensus, serving
 from tests.hubserver import HubServer, RequestInfo, Response
 
@@ -39,7 +39,7 @@ def test_new_snapshot_is_picked_up_by_a_running_api(live_api: tuple[str, Path]) 
     assert httpx.get(f"{url}/v1/frameworks/share").status_code == 503
     first = hubcensus(
         "import",
-        str(FIXTURES / "rimel_2024-12-15_list.json.gz"),
+        str(LIST_2024),
         "--taken-at",
         "2024-12-15",
         "--data-dir",
@@ -51,7 +51,7 @@ def test_new_snapshot_is_picked_up_by_a_running_api(live_api: tuple[str, Path]) 
     # A second, newer snapshot written by another process while this one serves: no restart needed.
     second = hubcensus(
         "import",
-        str(FIXTURES / "rimel_2025-01-14_list.json.gz"),
+        str(LIST_2025),
         "--taken-at",
         "2025-01-14",
         "--data-dir",

@@ -26,7 +26,7 @@ from hubcensus.queries.datadir import SnapshotMeta, remove_snapshot
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
 from tests.data import BUNDLED, TAKEN_2022
-from tests.helpers import free_port, hubcensus
+from tests.helpers import hubcensus, hubcensus_serve
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
 
 
@@ -88,29 +88,11 @@ def _wait(predicate: Any, seconds: float = 60) -> None:
 @pytest.fixture()
 def api_on(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`hubcensus serve` in its own process, with an admin token, over tmp_path/data."""
-    data_dir, port = tmp_path / "data", free_port()
+    data_dir = tmp_path / "data"
     data_dir.mkdir()  # `serve` only reads: it refuses a data dir that does not exist
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hubcensus", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HUBCENSUS_ADMIN_TOKEN": "s3cret-admin-token"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    _wait(lambda: _up(url) or proc.poll() is not None)
-    assert proc.poll() is None, proc.communicate()[1]
-    yield url, data_dir
-    proc.terminate()
-    _, stderr = proc.communicate(timeout=10)
-    assert "s3cret-admin-token" not in stderr
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
+    with hubcensus_serve(data_dir, tmp_path, {"HUBCENSUS_ADMIN_TOKEN": "s3cret-admin-token"}) as api:
+        yield api.url, data_dir
+    assert "s3cret-admin-token" not in api.stdout.read_text() + api.stderr.read_text()
 
 
 def test_worker_runs_now_then_on_request_and_prunes(api_on: tuple[str, Path], crawl_2022: list[dict[str, Any]]) -> None:

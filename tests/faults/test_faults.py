@@ -25,8 +25,8 @@ import pytest
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import HubOptions, ingest_hub
 from hubcensus.queries.store import SnapshotStore
-from tests.data import BUNDLED, FIXTURES
-from tests.helpers import free_port, hubcensus
+from tests.data import BUNDLED, FIXTURES, LIST_2024, LIST_2025
+from tests.helpers import hubcensus, hubcensus_serve
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
 
 Report = Callable[..., None]
@@ -273,11 +273,11 @@ def test_disk_full_fails_cleanly(tmp_path: Path, report: Report) -> None:
 
 def test_api_under_load_while_snapshots_publish(tmp_path: Path, report: Report) -> None:
     """32 clients for 30 s against a separate API process while two snapshots publish."""
-    data_dir, port = tmp_path / "data", free_port()
+    data_dir = tmp_path / "data"
     assert (
         hubcensus(
             "import",
-            str(FIXTURES / "rimel_2024-12-15_list.json.gz"),
+            str(LIST_2024),
             "--data-dir",
             str(data_dir),
             "--taken-at",
@@ -285,48 +285,37 @@ def test_api_under_load_while_snapshots_publish(tmp_path: Path, report: Report) 
         ).returncode
         == 0
     )
-    api = subprocess.Popen(
-        [sys.executable, "-m", "hubcensus", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    paths = ["/v1/frameworks/share", "/v1/tasks", "/v1/models?_size=50", "/v1/frameworks/trend", "/v1/snapshots"]
-    seen: dict[str, int] = {}
-    failures: list[str] = []
-    count = 0
-    lock = threading.Lock()
+    with hubcensus_serve(data_dir, tmp_path) as api:
+        base = api.url
+        deadline = time.monotonic() + 30
+        paths = ["/v1/frameworks/share", "/v1/tasks", "/v1/models?_size=50", "/v1/frameworks/trend", "/v1/snapshots"]
+        seen: dict[str, int] = {}
+        failures: list[str] = []
+        count = 0
+        lock = threading.Lock()
 
-    def client(i: int) -> None:
-        nonlocal count
-        with httpx.Client(base_url=base, timeout=10) as c:
-            k = i
-            while time.monotonic() < deadline:
-                r = c.get(paths[k % len(paths)])
-                k += 1
-                with lock:
-                    count += 1
-                    if r.status_code != 200:
-                        failures.append(f"{r.status_code} {r.text[:100]}")
-                    sid = r.headers.get("x-hubcensus-snapshot")
-                    if sid:
-                        seen[sid] = seen.get(sid, 0) + 1
+        def client(i: int) -> None:
+            nonlocal count
+            with httpx.Client(base_url=base, timeout=10) as c:
+                k = i
+                while time.monotonic() < deadline:
+                    r = c.get(paths[k % len(paths)])
+                    k += 1
+                    with lock:
+                        count += 1
+                        if r.status_code != 200:
+                            failures.append(f"{r.status_code} {r.text[:100]}")
+                        sid = r.headers.get("x-hubcensus-snapshot")
+                        if sid:
+                            seen[sid] = seen.get(sid, 0) + 1
 
-    try:
         with ThreadPoolExecutor(32) as pool:
             futures = [pool.submit(client, i) for i in range(32)]
             time.sleep(8)
             assert (
                 hubcensus(
                     "import",
-                    str(FIXTURES / "rimel_2025-01-14_list.json.gz"),
+                    str(LIST_2025),
                     "--data-dir",
                     str(data_dir),
                     "--taken-at",
@@ -342,9 +331,6 @@ def test_api_under_load_while_snapshots_publish(tmp_path: Path, report: Report) 
             for f in futures:
                 f.result()
         final = httpx.get(f"{base}/v1/frameworks/share").json()["snapshot"]["id"]
-    finally:
-        api.terminate()
-        api.wait(10)
     assert failures == []
     assert len(seen) == 3 and final == max(seen)  # answers moved to each new snapshot in turn
     report(

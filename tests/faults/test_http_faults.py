@@ -16,9 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,49 +27,10 @@ from benchmarks.loadgen import percentile
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.store import SnapshotStore
 from tests.data import BUNDLED, FIXTURES, LIST_2024, TAKEN_2022, TAKEN_2024
-from tests.helpers import free_port
+from tests.helpers import hubcensus_serve
 from tests.hubserver import HubServer, RequestInfo, Response, json_response
 
 Report = Callable[..., None]
-
-
-@dataclass
-class Served:
-    """A running `hubcensus serve` process: its base URL and where its stderr goes."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    stderr: Path
-
-
-@contextmanager
-def hubcensus_serve(data_dir: Path, log_dir: Path, **env: str | None) -> Iterator[Served]:
-    """`hubcensus serve` in its own process over `data_dir`, with settings from `env` (None: unset)."""
-    environment = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
-    port = free_port()
-    stderr = log_dir / f"serve-{port}.stderr"
-    with stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hubcensus", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=environment,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, stderr.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the API did not start"
-                time.sleep(0.2)
-        yield Served(url, process, stderr)
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +38,7 @@ def two_snapshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled 2022 crawl and a 2024-12-15 listing: every route, diffs included, has data."""
     data_dir = tmp_path_factory.mktemp("http-faults")
     import_dump(BUNDLED, data_dir, taken_at=TAKEN_2022, max_bad_share=0.0)
-    import_dump(
-        LIST_2024,
-        data_dir,
-        taken_at=TAKEN_2024,
-        max_bad_share=0.05,
-    )
+    import_dump(LIST_2024, data_dir, taken_at=TAKEN_2024, max_bad_share=0.05)
     return data_dir
 
 
@@ -156,7 +110,7 @@ def test_schemathesis_finds_nothing_the_schema_could_express(
     """
     token = secrets.token_urlsafe(16)
     ndjson, summary = tmp_path / "st.ndjson", tmp_path / "st.json"
-    with hubcensus_serve(two_snapshots, tmp_path, HUBCENSUS_ADMIN_TOKEN=token) as api:
+    with hubcensus_serve(two_snapshots, tmp_path, {"HUBCENSUS_ADMIN_TOKEN": token}) as api:
         started = time.monotonic()
         done = subprocess.run(
             [
@@ -281,7 +235,8 @@ def test_64_clients_for_60_s_drop_no_request(two_snapshots: Path, tmp_path: Path
     HUBCENSUS_KEEP_ALIVE is taken from the environment when set (HUBCENSUS_KEEP_ALIVE=5 shows the drops).
     """
     keep_alive = os.environ.get("HUBCENSUS_KEEP_ALIVE", "default (75)")
-    with hubcensus_serve(two_snapshots, tmp_path) as api:
+    env = {"HUBCENSUS_KEEP_ALIVE": os.environ["HUBCENSUS_KEEP_ALIVE"]} if "HUBCENSUS_KEEP_ALIVE" in os.environ else {}
+    with hubcensus_serve(two_snapshots, tmp_path, env) as api:
         figures = asyncio.run(_load(api.url, clients=64, seconds=60, seed=12))
     report("API: 64 httpx clients for 60 s, idle gaps 4.9-5.1 s", keep_alive=keep_alive, **figures)
     assert figures["dropped"] == 0, figures
@@ -307,9 +262,9 @@ def _idle_connection_closed_after(url: str, idle: float) -> bool:
 
 
 def test_keep_alive_is_the_setting(two_snapshots: Path, tmp_path: Path) -> None:
-    with hubcensus_serve(two_snapshots, tmp_path, HUBCENSUS_KEEP_ALIVE="1") as api:
+    with hubcensus_serve(two_snapshots, tmp_path, {"HUBCENSUS_KEEP_ALIVE": "1"}) as api:
         assert _idle_connection_closed_after(api.url, 2.5)
-    with hubcensus_serve(two_snapshots, tmp_path, HUBCENSUS_KEEP_ALIVE=None) as api:
+    with hubcensus_serve(two_snapshots, tmp_path) as api:
         # Past uvicorn's 5 s default and httpx's 5 s pool expiry: the server still holds the connection.
         assert not _idle_connection_closed_after(api.url, 7)
 
@@ -331,7 +286,7 @@ def test_json_logs_of_the_api_while_it_fails(tmp_path: Path, report: Report) -> 
     """uvicorn's lines were plain text, and each 500's traceback was logged twice (ours, then uvicorn's)."""
     data_dir = tmp_path / "data"
     meta = import_dump(FIXTURES / "sample_300.jsonl.gz", data_dir, taken_at=TAKEN_2022, max_bad_share=1.0)
-    with hubcensus_serve(data_dir, tmp_path, HUBCENSUS_LOG_FORMAT="json") as api:
+    with hubcensus_serve(data_dir, tmp_path, {"HUBCENSUS_LOG_FORMAT": "json"}) as api:
         assert httpx.get(f"{api.url}/v1/nowhere").status_code == 404
         # A real fault, not a mock: the snapshot's file is overwritten under the running server, before
         # anything attached it; the next query cannot open it.
