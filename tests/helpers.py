@@ -54,6 +54,18 @@ def serving(data_dir: Path, *, cache_bytes: int = 64 * 2**20, query_timeout: flo
         thread.join(5)
 
 
+def stop(proc: subprocess.Popen[bytes], seconds: float) -> int:
+    """Stop a process as its supervisor would: SIGTERM, then SIGKILL if it is still there after `seconds`;
+    its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(10)
+
+
 @contextmanager
 def hubcensus_server(
     args: list[str],
@@ -91,13 +103,7 @@ def hubcensus_server(
             time.sleep(0.05)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop(proc, 30)
 
 
 @dataclass(frozen=True)

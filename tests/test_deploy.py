@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hubcensus.config import Settings
 from hubcensus.queries.store import SnapshotStore
 from tests.data import ROOT
-from tests.helpers import free_port, hubcensus_server
+from tests.helpers import free_port, hubcensus_server, stop
 from tests.hubserver import HubServer, RequestInfo, Response
 
 BIN = Path(sys.executable).parent  # the venv's bin/, where `pip install` put the `hubcensus` command
@@ -842,13 +842,7 @@ def test_the_proxy_spreads_requests_over_the_api_replicas(
             assert "[emerg]" not in proxy.output() and "[alert]" not in proxy.output()
         finally:
             # SIGTERM, never a bare SIGKILL: a killed master leaves its workers running, holding the port.
-            if popen.poll() is None:
-                popen.terminate()
-                try:
-                    popen.wait(10)
-                except subprocess.TimeoutExpired:
-                    popen.kill()
-                    popen.wait(10)
+            stop(popen, 10)
 
 
 # --- 3. the Dockerfile and .dockerignore ---------------------------------------------------------
