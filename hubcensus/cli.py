@@ -648,7 +648,7 @@ def _run_query(query: _Query, given: dict[_Param, str], output: str, data_dir: P
     from fastapi.testclient import TestClient
 
     from hubcensus.service.app import create_app
-    from hubcensus.service.render import MAX_PAGE
+    from hubcensus.service.paging import MAX_PAGE
 
     path = query.path
     params: dict[str, Any] = {}

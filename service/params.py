@@ -12,7 +12,8 @@ from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 from hubcensus.queries.filters import ModelFilter, PopularityOrder, Weight
 from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
 from hubcensus.service.errors import ApiError
-from hubcensus.service.render import DEFAULT_PAGE, MAX_PAGE, Format, PageRequest, TableFormat
+from hubcensus.service.formats import Format, TableFormat
+from hubcensus.service.paging import DEFAULT_PAGE, MAX_PAGE, PageRequest
 
 
 def _iso(pattern: str, expected: str) -> BeforeValidator:

@@ -11,11 +11,13 @@ from fastapi.responses import Response
 from hubcensus.queries.catalog import Dimension, ModelSort, bucket_names, dimension_values, list_models, model_detail
 from hubcensus.queries.filters import ModelFilter
 from hubcensus.queries.store import SnapshotMeta
+from hubcensus.service.answers import Answer, respond_for_snapshot, snapshot_ref
 from hubcensus.service.deps import CursorDep, SnapshotDep
 from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, ApiError
+from hubcensus.service.formats import dumps_json
+from hubcensus.service.openapi import TABLE_RESPONSES
+from hubcensus.service.paging import Page, PageRequest
 from hubcensus.service.params import AnalysisDep, BaseFilterDep, FilterDep, PageDep, normalized
-from hubcensus.service.render import Answer, Page, PageRequest, dumps_json
-from hubcensus.service.responses import TABLE_RESPONSES, respond_for_snapshot, snapshot_ref
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 

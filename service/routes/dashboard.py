@@ -21,6 +21,7 @@ from hubcensus.queries.buckets import flatten
 from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
 from hubcensus.queries.history import breaks, framework_history
 from hubcensus.queries.share import GroupBy, framework_share, framework_trend
+from hubcensus.service.answers import AnswerCache, snapshot_ref
 from hubcensus.service.charts import (
     CHART_WIDTH,
     MAX_BARS,
@@ -36,8 +37,7 @@ from hubcensus.service.charts import (
 )
 from hubcensus.service.deps import StoreDep, lookup_snapshot
 from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, ApiError, json_errors
-from hubcensus.service.render import AnswerCache, dumps_json
-from hubcensus.service.responses import snapshot_ref
+from hubcensus.service.formats import dumps_json
 
 _templates = Environment(loader=PackageLoader("hubcensus.service", "templates"), autoescape=select_autoescape(["html"]))
 METHOD_LABELS: list[tuple[Method, str]] = [

@@ -12,12 +12,13 @@ from fastapi.responses import Response
 from hubcensus.queries.history import breaks, framework_history, resolve_range
 from hubcensus.queries.share import GroupBy, Interval, framework_share, framework_trend
 from hubcensus.queries.store import SnapshotMeta
+from hubcensus.service.answers import Answer, analysis_envelope, respond, respond_for_snapshot, snapshot_ref
 from hubcensus.service.charts import Scale, history_spec, share_spec, trend_spec
 from hubcensus.service.deps import CursorDep, SnapshotDep, StoreDep
 from hubcensus.service.errors import ApiError
+from hubcensus.service.openapi import CHART_RESPONSES
+from hubcensus.service.paging import Page, paged
 from hubcensus.service.params import Analysis, AnalysisDep, ChartPageDep, FilterDep, IsoDateTime, normalized
-from hubcensus.service.render import Answer, Page, paged, respond
-from hubcensus.service.responses import CHART_RESPONSES, analysis_envelope, respond_for_snapshot, snapshot_ref
 
 router = APIRouter(prefix="/v1/frameworks", tags=["frameworks"], responses=CHART_RESPONSES)
 
