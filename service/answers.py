@@ -24,10 +24,9 @@ from fastapi.responses import Response
 
 from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.charts import ChartBuilder
-from hubcensus.service.deps import query_defaults
 from hubcensus.service.formats import MEDIA_TYPES, Format, dumps_json, negotiate, render
 from hubcensus.service.paging import Page, PageRequest, cursor_binding, decode_cursor, encode_cursor
-from hubcensus.service.params import Analysis
+from hubcensus.service.params import Analysis, query_defaults
 
 
 @dataclass

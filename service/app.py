@@ -11,10 +11,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hubcensus.queries.sql import time_limit
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.answers import AnswerCache
-from hubcensus.service.deps import reject_unknown_parameters
 from hubcensus.service.errors import install_error_handlers
 from hubcensus.service.head import HeadAsGet
 from hubcensus.service.metrics import Metrics, MetricsMiddleware
+from hubcensus.service.params import reject_unknown_parameters
 from hubcensus.service.routes import catalog, dashboard, frameworks, meta, operations, snapshots
 
 DESCRIPTION = """

@@ -1,14 +1,12 @@
-"""Dependencies shared by the routes: the snapshot store, snapshot resolution, parameter checks."""
+"""Dependencies shared by the routes: the snapshot store, the snapshot a request names, a cursor on it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 import duckdb
 from fastapi import Depends, Query, Request
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 
 from hubcensus.queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore
 from hubcensus.service.errors import ApiError
@@ -59,36 +57,3 @@ async def snapshot_cursor(store: StoreDep, meta: SnapshotDep) -> AsyncIterator[d
 
 
 CursorDep = Annotated[duckdb.DuckDBPyConnection, Depends(snapshot_cursor)]
-
-
-def query_defaults(request: Request) -> dict[str, Any]:
-    """The query parameters the request's route takes, with their defaults."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return {}
-    deps = [route.dependant, *_all_dependants(route)]
-    return {p.alias: p.field_info.default for dep in deps for p in dep.query_params}
-
-
-async def reject_unknown_parameters(request: Request) -> None:
-    """Answer 422 for a query parameter the route does not take: a typo must not pass silently."""
-    if not isinstance(request.scope.get("route"), APIRoute):
-        return
-    known = set(query_defaults(request))
-    unknown = sorted(set(request.query_params) - known)
-    if unknown:
-        takes = ", ".join(sorted(known)) or "no parameters"
-        raise ApiError(
-            422,
-            "unknown_parameter",
-            f"Unknown query parameter {unknown[0]!r}; this route takes: {takes}.",
-            [{"parameter": name, "in": "query", "message": "unknown parameter"} for name in unknown],
-        )
-
-
-def _all_dependants(route: APIRoute) -> Iterator[Dependant]:
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dep = stack.pop()
-        yield dep
-        stack.extend(dep.dependencies)

@@ -1,12 +1,16 @@
-"""Query parameters shared by the analytics routes, validated once, as dependencies."""
+"""Query parameters: the ones the analytics routes share, validated once, as dependencies; and the check that
+a request names no parameter its route does not take."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 
 from hubcensus.queries.filters import ModelFilter, PopularityOrder, Weight
@@ -183,3 +187,36 @@ def normalized(*models: BaseModel, **extra: Any) -> dict[str, Any]:
         out.update(m.model_dump(mode="json"))
     out.update(extra)
     return out
+
+
+def query_defaults(request: Request) -> dict[str, Any]:
+    """The query parameters the request's route takes, with their defaults."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return {}
+    deps = [route.dependant, *_all_dependants(route)]
+    return {p.alias: p.field_info.default for dep in deps for p in dep.query_params}
+
+
+async def reject_unknown_parameters(request: Request) -> None:
+    """Answer 422 for a query parameter the route does not take: a typo must not pass silently."""
+    if not isinstance(request.scope.get("route"), APIRoute):
+        return
+    known = set(query_defaults(request))
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no parameters"
+        raise ApiError(
+            422,
+            "unknown_parameter",
+            f"Unknown query parameter {unknown[0]!r}; this route takes: {takes}.",
+            [{"parameter": name, "in": "query", "message": "unknown parameter"} for name in unknown],
+        )
+
+
+def _all_dependants(route: APIRoute) -> Iterator[Dependant]:
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        yield dep
+        stack.extend(dep.dependencies)
