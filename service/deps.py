@@ -9,7 +9,7 @@ import duckdb
 from fastapi import Depends, Query, Request
 
 from hubcensus.queries.store import SnapshotMeta, SnapshotNotFound, SnapshotStore
-from hubcensus.service.errors import ApiError
+from hubcensus.service.errors import NoSnapshotsError, SnapshotNotFoundError
 
 
 async def get_store(request: Request) -> SnapshotStore:
@@ -27,10 +27,8 @@ def lookup_snapshot(store: SnapshotStore, snapshot: str) -> SnapshotMeta:
         return store.get(snapshot)
     except SnapshotNotFound:
         if snapshot == "latest":
-            raise ApiError(
-                503, "no_snapshots", "No snapshot has been published yet: run `hubcensus import` or `ingest`."
-            ) from None
-        raise ApiError(404, "snapshot_not_found", f"No snapshot with id {snapshot!r}.") from None
+            raise NoSnapshotsError() from None
+        raise SnapshotNotFoundError(snapshot) from None
 
 
 async def resolve_snapshot(

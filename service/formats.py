@@ -21,7 +21,7 @@ from fastapi import Request
 
 from hubcensus.queries.buckets import nest_rows
 from hubcensus.service.charts import ChartBuilder, to_png, to_svg
-from hubcensus.service.errors import ApiError
+from hubcensus.service.errors import InvalidParameterError, NotAcceptableError
 
 Format = Literal["json", "csv", "ndjson", "parquet", "vl", "svg", "png"]
 TableFormat = Literal["json", "csv", "ndjson", "parquet"]  # every tabular route
@@ -63,9 +63,7 @@ def negotiate(request: Request, charts: bool = False) -> Format:
     explicit = request.query_params.get("_format")
     if explicit is not None:
         if explicit not in offered:
-            raise ApiError(
-                422,
-                "invalid_parameter",
+            raise InvalidParameterError(
                 f"_format: this route answers {', '.join(offered)}; got {explicit!r}.",
                 [{"parameter": "_format", "in": "query", "message": "unsupported format"}],
             )
@@ -81,7 +79,7 @@ def negotiate(request: Request, charts: bool = False) -> Format:
         return "json"
     if not best:
         served = ", ".join(MEDIA_TYPES[f].split(";")[0] for f in offered)
-        raise ApiError(406, "not_acceptable", f"Accept: this route answers {served}; got {accept!r}. Or use _format.")
+        raise NotAcceptableError(f"Accept: this route answers {served}; got {accept!r}. Or use _format.")
     return _ACCEPT[best]
 
 

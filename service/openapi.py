@@ -4,11 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, error_doc
+from hubcensus.service.errors import ErrorResponse
 from hubcensus.service.formats import CHART_FORMATS, FORMATS, MEDIA_TYPES, Format
 
+Responses = dict[int | str, dict[str, Any]]
 
-def _table_responses(formats: tuple[Format, ...], charts: str) -> dict[int | str, dict[str, Any]]:
+
+def error_doc(description: str) -> dict[str, Any]:
+    """The OpenAPI entry of an error status: the envelope, with what the status means here."""
+    return {"model": ErrorResponse, "description": description}
+
+
+# Every route answers 422 to a parameter it does not take (service/params.py); the routes over a snapshot
+# answer 404 and 503 too.
+INVALID_RESPONSE: Responses = {422: error_doc("A parameter is invalid or unknown")}
+ERROR_RESPONSES: Responses = {
+    404: error_doc("Unknown snapshot or path"),
+    **INVALID_RESPONSE,
+    503: error_doc("No snapshot has been published yet"),
+}
+TIMEOUT_RESPONSE: Responses = {504: error_doc("A query ran past HUBCENSUS_QUERY_TIMEOUT.")}
+
+
+def json_errors(responses: Responses) -> Responses:
+    """Error entries for a route whose own answer is not JSON (FastAPI would document them in its type)."""
+    schema = {"$ref": "#/components/schemas/ErrorResponse"}  # registered by the routes that use the model
+    return {
+        status: {"description": doc["description"], "content": {"application/json": {"schema": schema}}}
+        for status, doc in responses.items()
+    }
+
+
+def _table_responses(formats: tuple[Format, ...], charts: str) -> Responses:
     return {
         200: {
             "description": (

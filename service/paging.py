@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 from fastapi import Request
 
-from hubcensus.service.errors import ApiError
+from hubcensus.service.errors import InvalidCursorError
 from hubcensus.service.formats import dumps_json
 
 DEFAULT_PAGE = 1_000
@@ -64,7 +64,7 @@ def decode_cursor(cursor: str | None, binding: str) -> int:
     """The offset in a cursor; 422 if it is malformed or was issued for another route, snapshot or query."""
     if cursor is None:
         return 0
-    invalid = ApiError(422, "invalid_cursor", "_next: not a cursor this service issued.")
+    invalid = InvalidCursorError("_next: not a cursor this service issued.")
     if len(cursor) > _CURSOR_MAX_CHARS:
         raise invalid
     try:
@@ -76,7 +76,7 @@ def decode_cursor(cursor: str | None, binding: str) -> int:
     if match is None or int(match[1]) > MAX_OFFSET:
         raise invalid
     if match[2] != binding:
-        raise ApiError(422, "invalid_cursor", "_next: the cursor belongs to another route, snapshot or query.")
+        raise InvalidCursorError("_next: the cursor belongs to another route, snapshot or query.")
     return int(match[1])
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 
 from hubcensus.queries.filters import ModelFilter, PopularityOrder, Weight
 from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
-from hubcensus.service.errors import ApiError
+from hubcensus.service.errors import InvalidParameterError, UnknownParameterError
 from hubcensus.service.formats import Format, TableFormat
 from hubcensus.service.paging import DEFAULT_PAGE, MAX_PAGE, PageRequest
 
@@ -53,9 +53,7 @@ def parse_frameworks(value: str) -> list[Framework]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in FRAMEWORKS]
     if unknown or not names:
-        raise ApiError(
-            422,
-            "invalid_parameter",
+        raise InvalidParameterError(
             f"frameworks: expected a comma list of {', '.join(FRAMEWORKS)}; got {value!r}.",
             [{"parameter": "frameworks", "in": "query", "message": f"unknown framework(s): {unknown}"}],
         )
@@ -117,7 +115,7 @@ async def base_filter(
 ) -> ModelFilter:
     """The models a query counts, by their attributes."""
     if created_after and created_before and created_after >= created_before:
-        raise ApiError(422, "invalid_parameter", "created_after must be before created_before.")
+        raise InvalidParameterError("created_after must be before created_before.")
     return ModelFilter(
         pipeline_tag=pipeline_tag,
         library_name=library_name,
@@ -205,13 +203,7 @@ async def reject_unknown_parameters(request: Request) -> None:
     known = set(query_defaults(request))
     unknown = sorted(set(request.query_params) - known)
     if unknown:
-        takes = ", ".join(sorted(known)) or "no parameters"
-        raise ApiError(
-            422,
-            "unknown_parameter",
-            f"Unknown query parameter {unknown[0]!r}; this route takes: {takes}.",
-            [{"parameter": name, "in": "query", "message": "unknown parameter"} for name in unknown],
-        )
+        raise UnknownParameterError(unknown, sorted(known))
 
 
 def _all_dependants(route: APIRoute) -> Iterator[Dependant]:

@@ -36,8 +36,9 @@ from hubcensus.service.charts import (
     trend_spec,
 )
 from hubcensus.service.deps import StoreDep, lookup_snapshot
-from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, ApiError, json_errors
+from hubcensus.service.errors import ApiError, InvalidParameterError
 from hubcensus.service.formats import dumps_json
+from hubcensus.service.openapi import ERROR_RESPONSES, TIMEOUT_RESPONSE, json_errors
 
 _templates = Environment(loader=PackageLoader("hubcensus.service", "templates"), autoescape=select_autoescape(["html"]))
 METHOD_LABELS: list[tuple[Method, str]] = [
@@ -74,10 +75,10 @@ def prefers_html(request: Request) -> bool:
     return best["html"] > best["json"]
 
 
-def error_page(status: int, code: str, message: str) -> HTMLResponse:
+def error_page(error: ApiError) -> HTMLResponse:
     """The error as a page for people: what went wrong, and a way back."""
-    html = _templates.get_template("error.html").render(status=status, code=code, message=message)
-    return HTMLResponse(html, status_code=status)
+    html = _templates.get_template("error.html").render(status=error.status, code=error.code, message=error.message)
+    return HTMLResponse(html, status_code=error.status)
 
 
 class HtmlErrorRoute(APIRoute):
@@ -93,16 +94,11 @@ class HtmlErrorRoute(APIRoute):
         async def handle(request: Request) -> Response:
             try:
                 return await handler(request)
-            except ApiError as exc:
+            except (ApiError, RequestValidationError) as exc:
                 if not prefers_html(request):
                     raise
-                return error_page(exc.status, exc.code, exc.message)
-            except RequestValidationError as exc:
-                if not prefers_html(request):
-                    raise
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"][1:])
-                return error_page(422, "invalid_parameter", f"{where}: {first['msg']}")
+                error = InvalidParameterError.of(exc) if isinstance(exc, RequestValidationError) else exc
+                return error_page(error)
 
         return handle
 

@@ -15,7 +15,7 @@ from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.answers import Answer, analysis_envelope, respond, respond_for_snapshot, snapshot_ref
 from hubcensus.service.charts import Scale, history_spec, share_spec, trend_spec
 from hubcensus.service.deps import CursorDep, SnapshotDep, StoreDep
-from hubcensus.service.errors import ApiError
+from hubcensus.service.errors import InvalidParameterError
 from hubcensus.service.openapi import CHART_RESPONSES
 from hubcensus.service.paging import Page, paged
 from hubcensus.service.params import Analysis, AnalysisDep, ChartPageDep, FilterDep, IsoDateTime, normalized
@@ -122,7 +122,7 @@ def read_framework_history(
     """
     start, end = _utc(start), _utc(end)
     if start and end and start > end:
-        raise ApiError(422, "invalid_parameter", "from must not be after to.")
+        raise InvalidParameterError("from must not be after to.")
     snapshots = resolve_range(store.snapshots(), start, end)
     query = normalized(analysis, flt, by=by, **{"from": start, "to": end})
     snapshot_key = "history:" + ",".join(sorted(m.id for m in snapshots))

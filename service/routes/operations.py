@@ -20,8 +20,15 @@ from hubcensus.queries.control import (
 )
 from hubcensus.queries.store import SnapshotNotFound, remove_snapshot
 from hubcensus.service.deps import StoreDep, lookup_snapshot
-from hubcensus.service.errors import ERROR_RESPONSES, INVALID_RESPONSE, ApiError, error_doc, json_errors
+from hubcensus.service.errors import (
+    AdminDisabledError,
+    InvalidParameterError,
+    NoWorkerError,
+    SnapshotNotFoundError,
+    UnauthorizedError,
+)
 from hubcensus.service.metrics import Metrics
+from hubcensus.service.openapi import ERROR_RESPONSES, INVALID_RESPONSE, error_doc, json_errors
 
 router = APIRouter(tags=["operations"])
 
@@ -94,16 +101,11 @@ def require_admin(
     """Admin routes exist only with HUBCENSUS_ADMIN_TOKEN set, and then need it as a Bearer token."""
     expected: str | None = request.app.state.admin_token
     if not expected:
-        raise ApiError(403, "admin_disabled", "Admin actions are off: set HUBCENSUS_ADMIN_TOKEN to enable them.")
+        raise AdminDisabledError()
     given = credentials.credentials if credentials is not None else ""
     # Constant-time comparison: the answer's timing must not reveal how much of a guess was right.
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "A valid admin token is required: Authorization: Bearer <token>.",
-            headers={"WWW-Authenticate": "Bearer"},  # RFC 9110 11.6.1: a 401 names the scheme it wants
-        )
+        raise UnauthorizedError()
 
 
 AdminDep = Depends(require_admin)
@@ -130,9 +132,7 @@ def create_snapshot(store: StoreDep) -> JSONResponse:
     now = datetime.now(UTC)
     liveness = worker_liveness(read_status(store.data_dir), now)
     if not liveness.alive:
-        raise ApiError(
-            503,
-            "no_worker",
+        raise NoWorkerError(
             f"{liveness.describe(now)} Nothing was queued: start a worker on this data dir "
             "(`hubcensus worker --schedule CRON`), or take a snapshot with `hubcensus ingest`.",
         )
@@ -159,9 +159,7 @@ def delete_snapshot(
 ) -> Response:
     """Unpublish and delete a snapshot, named by its id; requests already reading it finish normally."""
     if snapshot == "latest":
-        raise ApiError(
-            422,
-            "invalid_parameter",
+        raise InvalidParameterError(
             "snapshot: deleting needs an explicit snapshot id, not `latest` (see GET /v1/snapshots); "
             "nothing was deleted.",
             [{"parameter": "snapshot", "in": "path", "message": "an explicit snapshot id is required"}],
@@ -170,5 +168,5 @@ def delete_snapshot(
     try:
         remove_snapshot(store.data_dir, meta.id)
     except SnapshotNotFound:
-        raise ApiError(404, "snapshot_not_found", f"No snapshot with id {snapshot!r}.") from None
+        raise SnapshotNotFoundError(snapshot) from None
     return Response(status_code=204)

@@ -13,8 +13,7 @@ from hubcensus.queries.share import GroupBy, framework_share
 from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.answers import Answer, analysis_envelope, respond_for_pair, snapshot_ref
 from hubcensus.service.deps import StoreDep, lookup_snapshot
-from hubcensus.service.errors import ERROR_RESPONSES
-from hubcensus.service.openapi import TABLE_RESPONSES
+from hubcensus.service.openapi import ERROR_RESPONSES, TABLE_RESPONSES
 from hubcensus.service.paging import Page, paged
 from hubcensus.service.params import AnalysisDep, PageDep, normalized
 
