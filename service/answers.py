@@ -23,7 +23,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from hubcensus.queries.store import SnapshotMeta
-from hubcensus.service.charts import ChartBuilder
+from hubcensus.service.charts.common import ChartBuilder
 from hubcensus.service.formats import MEDIA_TYPES, Format, dumps_json, negotiate, render
 from hubcensus.service.paging import Page, PageRequest, cursor_binding, decode_cursor, encode_cursor
 from hubcensus.service.params import Analysis, query_defaults

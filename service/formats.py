@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from fastapi import Request
 
 from hubcensus.queries.buckets import nest_rows
-from hubcensus.service.charts import ChartBuilder, to_png, to_svg
+from hubcensus.service.charts.common import ChartBuilder, to_png, to_svg
 from hubcensus.service.errors import InvalidParameterError, NotAcceptableError
 
 Format = Literal["json", "csv", "ndjson", "parquet", "vl", "svg", "png"]

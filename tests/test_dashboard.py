@@ -19,7 +19,8 @@ from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.frameworks import FRAMEWORKS
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from hubcensus.service.charts import CHART_WIDTH, FRAMEWORK_COLORS, MIN_TREND_SAMPLE, WIDE_CHART_WIDTH, framework_color
+from hubcensus.service.charts.common import CHART_WIDTH, FRAMEWORK_COLORS, WIDE_CHART_WIDTH, framework_color
+from hubcensus.service.charts.timelines import MIN_TREND_SAMPLE
 from tests.conftest import BUNDLED, FIXTURES, ROOT
 from tests.helpers import serving
 

@@ -22,19 +22,9 @@ from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
 from hubcensus.queries.history import breaks, framework_history
 from hubcensus.queries.share import GroupBy, framework_share, framework_trend
 from hubcensus.service.answers import AnswerCache, snapshot_ref
-from hubcensus.service.charts import (
-    CHART_WIDTH,
-    MAX_BARS,
-    MIN_TREND_SAMPLE,
-    WIDE_CHART_WIDTH,
-    bucket_color,
-    buckets,
-    group_label,
-    history_spec,
-    share_spec,
-    to_svg,
-    trend_spec,
-)
+from hubcensus.service.charts.common import CHART_WIDTH, WIDE_CHART_WIDTH, bucket_color, buckets, group_label, to_svg
+from hubcensus.service.charts.share import MAX_BARS, share_spec
+from hubcensus.service.charts.timelines import MIN_TREND_SAMPLE, history_spec, trend_spec
 from hubcensus.service.deps import StoreDep, lookup_snapshot
 from hubcensus.service.errors import ApiError, InvalidParameterError
 from hubcensus.service.formats import dumps_json

@@ -13,7 +13,8 @@ from hubcensus.queries.history import breaks, framework_history, resolve_range
 from hubcensus.queries.share import GroupBy, Interval, framework_share, framework_trend
 from hubcensus.queries.store import SnapshotMeta
 from hubcensus.service.answers import Answer, analysis_envelope, respond, respond_for_snapshot, snapshot_ref
-from hubcensus.service.charts import Scale, history_spec, share_spec, trend_spec
+from hubcensus.service.charts.share import Scale, share_spec
+from hubcensus.service.charts.timelines import history_spec, trend_spec
 from hubcensus.service.deps import CursorDep, SnapshotDep, StoreDep
 from hubcensus.service.errors import InvalidParameterError
 from hubcensus.service.openapi import CHART_RESPONSES
