@@ -11,13 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hubcensus.queries.control import (
-    Liveness,
-    pending_requests,
-    read_status,
-    request_snapshot,
-    worker_liveness,
-)
+from hubcensus.queries import control
 from hubcensus.queries.store import SnapshotNotFound, remove_snapshot
 from hubcensus.service.deps import StoreDep, lookup_snapshot
 from hubcensus.service.errors import (
@@ -33,7 +27,7 @@ from hubcensus.service.openapi import ERROR_RESPONSES, INVALID_RESPONSE, error_d
 router = APIRouter(tags=["operations"])
 
 
-def _liveness_body(liveness: Liveness, now: datetime) -> dict[str, Any]:
+def _liveness_body(liveness: control.Liveness, now: datetime) -> dict[str, Any]:
     return {
         "alive": liveness.alive,
         "state": liveness.state,
@@ -45,22 +39,22 @@ def _liveness_body(liveness: Liveness, now: datetime) -> dict[str, Any]:
 
 
 @router.get("/v1/status", responses=INVALID_RESPONSE)
-def read_status_route(request: Request, store: StoreDep) -> dict[str, Any]:
+def read_status(request: Request, store: StoreDep) -> dict[str, Any]:
     """The worker: whether it is alive (its heartbeat), last success, last failure and reason, next run;
     and the newest snapshot. `state` is what the worker last wrote; `liveness` says whether it is still there."""
     data_dir = store.data_dir
-    status = read_status(data_dir)
+    status = control.read_status(data_dir)
     snapshots = store.snapshots()
     latest = snapshots[0] if snapshots else None
     now = datetime.now(UTC)
     return {
         "worker": status.get("worker"),
-        "liveness": _liveness_body(worker_liveness(status, now), now),
+        "liveness": _liveness_body(control.worker_liveness(status, now), now),
         "state": status.get("state", "unknown" if not status else None),
         "next_run": status.get("next_run"),
         "last_success": status.get("last_success"),
         "last_failure": status.get("last_failure"),
-        "pending_requests": pending_requests(data_dir),
+        "pending_requests": control.pending_requests(data_dir),
         "latest_snapshot": None
         if latest is None
         else {
@@ -130,13 +124,13 @@ def create_snapshot(store: StoreDep) -> JSONResponse:
     queued: a request nobody takes would stay pending forever.
     """
     now = datetime.now(UTC)
-    liveness = worker_liveness(read_status(store.data_dir), now)
+    liveness = control.worker_liveness(control.read_status(store.data_dir), now)
     if not liveness.alive:
         raise NoWorkerError(
             f"{liveness.describe(now)} Nothing was queued: start a worker on this data dir "
             "(`hubcensus worker --schedule CRON`), or take a snapshot with `hubcensus ingest`.",
         )
-    request_id = request_snapshot(store.data_dir)
+    request_id = control.request_snapshot(store.data_dir)
     return JSONResponse(
         {
             "request": request_id,
