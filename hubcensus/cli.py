@@ -518,7 +518,8 @@ def _openapi() -> dict[str, Any]:
     """The API's OpenAPI document: what each route takes, with descriptions, defaults and allowed values."""
     from hubcensus.service.app import create_app
 
-    doc: dict[str, Any] = create_app(Path(".")).openapi()  # the store is not opened to describe routes
+    # The defaults, not the environment (a bad setting is the command's to report); no store is opened.
+    doc: dict[str, Any] = create_app(Settings.model_construct(data_dir=Path("."))).openapi()
     return doc
 
 
@@ -600,7 +601,9 @@ def _query_command(query: _Query) -> Any:
         if output not in query.formats:
             _usage_fail(f"--format: query {query.name} answers {', '.join(query.formats)}, not {output!r}")
         given = {p: values[p.ident] for p in query.params if values[p.ident] is not None}
-        _run_query(query, given, output, _existing(_settings(data_dir=data_dir).data_dir))
+        settings = _settings(data_dir=data_dir)
+        _existing(settings.data_dir)
+        _run_query(query, given, output, settings)
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -644,7 +647,7 @@ def _query_command(query: _Query) -> Any:
     return typer.main.get_command(single)
 
 
-def _run_query(query: _Query, given: dict[_Param, str], output: str, data_dir: Path) -> None:
+def _run_query(query: _Query, given: dict[_Param, str], output: str, settings: Settings) -> None:
     from fastapi.testclient import TestClient
 
     from hubcensus.service.app import create_app
@@ -659,7 +662,8 @@ def _run_query(query: _Query, given: dict[_Param, str], output: str, data_dir: P
             params[param.name] = value
     if query.tabular:
         params["_size"] = MAX_PAGE
-    with TestClient(create_app(data_dir), raise_server_exceptions=False) as client:
+    # The app the command's settings give, as `hubcensus serve` would build it.
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         if output == "csv":
             response = client.get(path, params={**params, "_format": "csv"})
             _check(response, query)
@@ -772,13 +776,7 @@ def _serve(settings: Settings) -> None:
         f"serving {settings.data_dir} on http://{settings.host}:{settings.port}  (docs: /docs)",
         highlight=False,
     )
-    app = create_app(
-        settings.data_dir,
-        query_timeout=settings.query_timeout,
-        cache_bytes=settings.cache_mb * 2**20,
-        query_memory_bytes=settings.query_memory_mb * 2**20,
-        admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
-    )
+    app = create_app(settings)
     # uvicorn re-raises the signal that stopped it after its graceful shutdown; with the default action that
     # kills the process (-15, exit 143 under `docker stop`). A no-op handler lets SIGTERM exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)

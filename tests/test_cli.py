@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from hubcensus import cli
 from hubcensus.cli import QUERIES, app
+from hubcensus.config import Settings
 from hubcensus.ingest.hub import split_userinfo
 from hubcensus.queries.store import redact_url
 from hubcensus.service.app import create_app
@@ -164,7 +165,7 @@ def test_credentials_in_the_endpoint_are_sent_but_never_shown(tmp_path: Path, cr
     assert "s3cr3t" not in done.stdout + done.stderr
     meta_text = next((tmp_path / "snapshots").glob("*/meta.json")).read_text()
     assert "s3cr3t" not in meta_text and json.loads(meta_text)["source"] == redacted
-    with TestClient(create_app(tmp_path)) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
         listing = client.get("/v1/snapshots")
         assert listing.json()["snapshots"][0]["source"] == redacted and "s3cr3t" not in listing.text
     assert "s3cr3t" not in _run("snapshots", "--data-dir", str(tmp_path)).stdout
@@ -208,7 +209,7 @@ def test_help_shows_every_env_var_and_default_and_no_bool_for_flags() -> None:
 def test_each_query_is_a_command_with_its_route_parameters_as_options(tmp_path: Path) -> None:
     listing = _help("query")
     assert all(f" {name} " in listing for name in QUERIES)
-    openapi = create_app(tmp_path).openapi()
+    openapi = create_app(Settings(data_dir=tmp_path)).openapi()
     for name, path in QUERIES.items():
         shown = _help("query", name)
         for param in openapi["paths"][path]["get"].get("parameters", []):
@@ -342,7 +343,7 @@ def test_a_snapshot_recorded_with_credentials_in_its_source_never_shows_them(tmp
     meta_path.chmod(0o644)
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "kind": "ingest", "source": "http://user:hunter2-pw@hub.local:8080"}))
-    with TestClient(create_app(tmp_path)) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
         listed = client.get("/v1/snapshots").text
     assert "hunter2" not in listed and "http://***@hub.local:8080" in listed
     shown = hubcensus("snapshots", "--data-dir", str(tmp_path))
