@@ -8,7 +8,7 @@ dotted names back into objects (`exclusive.pytorch` → `{"exclusive": {"pytorch
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -127,10 +127,10 @@ def to_bucket(flat: dict[str, Any]) -> Bucket:
     return Bucket.model_validate(nest(flat))
 
 
-def flatten(bucket: Bucket) -> dict[str, Any]:
-    """A Bucket as flat columns again (`exclusive.pytorch`, …): the inverse of `to_bucket`."""
+def flatten(nested: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"a": {"b": 1}}` → `{"a.b": 1}`: the inverse of `nest`, one level, keeping key order."""
     out: dict[str, Any] = {}
-    for key, value in bucket.model_dump().items():
+    for key, value in nested.items():
         if isinstance(value, dict):
             out.update({f"{key}.{k}": v for k, v in value.items()})
         else:

@@ -42,7 +42,8 @@ def framework_history(
                 total = framework_total(con, method=method, frameworks=frameworks, weight=weight, flt=flt)
                 schema = pa.schema(bucket_columns(universe_of(frameworks)[0]))
                 # The bucket lists the combinations that occur; the table has a column (0 or more) for each.
-                rows = pa.Table.from_pylist([dict.fromkeys(schema.names, 0) | flatten(total)], schema=schema)
+                flat = dict.fromkeys(schema.names, 0) | flatten(total.model_dump())
+                rows = pa.Table.from_pylist([flat], schema=schema)
             else:
                 rows = framework_share(con, by=by, method=method, frameworks=frameworks, weight=weight, flt=flt).rows
         n = rows.num_rows

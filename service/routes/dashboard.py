@@ -117,7 +117,7 @@ def _page(store: SnapshotStore, snapshots: Sequence[SnapshotMeta], c: Choices) -
         not_comparable=not_comparable,
         min_sample=MIN_TREND_SAMPLE,
         **_feed_links(c),
-        total=flatten(share.total),
+        total=flatten(share.total.model_dump()),
         table=share.rows.slice(0, MAX_BARS).to_pylist(),
         groups=share.rows.num_rows,
         group_label=lambda g: group_label(g, c.by),
