@@ -19,8 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from hubcensus import cli
-from hubcensus.cli import QUERIES, app
+from hubcensus import logs, options
+from hubcensus.cli import app
+from hubcensus.client import QUERIES
 from hubcensus.config import Settings
 from hubcensus.ingest.hub import split_userinfo
 from hubcensus.queries.store import redact_url
@@ -96,6 +97,30 @@ def test_ingest_command_never_prints_the_token(tmp_path: Path, crawl_2022: list[
     assert "hf_very_secret" not in done.stdout + done.stderr
     meta = json.loads(next((tmp_path / "snapshots").glob("*/meta.json")).read_text())
     assert "hf_very_secret" not in json.dumps(meta)
+
+
+def test_ingest_and_worker_pass_each_filter_option_to_the_hub(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
+    # `--filter` is the Hub's `filter` (its Python parameter is `tags`: `filter` shadowed the builtin).
+    with HubServer(crawl_2022[:300], page_size=1000) as hub:
+        args = ["--endpoint", hub.url, "--filter", "pytorch", "--filter", "transformers"]
+        ingested = hubcensus("ingest", *args, "--data-dir", str(tmp_path / "ingest"))
+        assert ingested.returncode == 0, ingested.stderr
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "hubcensus", "worker", "--schedule", "0 3 1 1 *", "--run-now", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "HUBCENSUS_DATA_DIR": str(tmp_path / "worker"), "HUBCENSUS_MAX_RATE": "0"},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len([r for r in hub.requests if r.path == "/api/models"]) < 2:
+                assert worker.poll() is None and time.monotonic() < deadline, "the worker asked the Hub nothing"
+                time.sleep(0.1)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        filters = [r.query.get("filter") for r in hub.requests if r.path == "/api/models"]
+    assert filters == [["pytorch", "transformers"]] * len(filters)
 
 
 def test_demo_imports_once_and_serves(tmp_path: Path) -> None:
@@ -328,11 +353,11 @@ def test_a_token_read_from_the_token_file_is_kept_out_of_the_logs(
     token_file.write_text("hf_from_the_file_0123456789\n")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN_PATH", str(token_file))
-    cli._settings()
+    options.settings()
     record = logging.LogRecord(
         "hubcensus", logging.INFO, __file__, 1, "sent %s to %s", ("hf_from_the_file_0123456789", "x"), None
     )
-    assert cli._redact_token(record) and record.getMessage() == "sent *** to x"
+    assert logs.redact_secrets(record) and record.getMessage() == "sent *** to x"
 
 
 def test_a_snapshot_recorded_with_credentials_in_its_source_never_shows_them(tmp_path: Path) -> None:
