@@ -5,6 +5,7 @@ bucket, none included (`scale="count"`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -29,6 +30,19 @@ Scale = Literal["percent", "count"]
 MAX_BARS = 25
 
 
+@dataclass(frozen=True)
+class _Groups:
+    """The groups a share chart draws (the largest MAX_BARS rows), with their labels, and its frame."""
+
+    top: list[dict[str, Any]]
+    label: list[str]
+    y: dict[str, Any]  # the group axis
+    envelope: dict[str, Any]
+    title: str
+    largest: str  # "25 largest of 40 groups"
+    width: int
+
+
 def share_spec(
     rows: pa.Table, envelope: dict[str, Any], scale: Scale = "percent", width: int = CHART_WIDTH
 ) -> dict[str, Any]:
@@ -48,9 +62,9 @@ def share_spec(
     largest = f"{len(top)} largest of {rows.num_rows} groups" if rows.num_rows > len(top) else f"{len(top)} groups"
     y = {"field": "group", "type": "nominal", "sort": label, "title": None}
     if scale == "count":
-        return _share_counts(top, label, y, envelope, title, largest, width)
+        return _share_counts(_Groups(top, label, y, envelope, title, largest, width))
     if len(frameworks) == 1:
-        return _share_of_one(top, label, y, envelope, title, largest, width)
+        return _share_of_one(_Groups(top, label, y, envelope, title, largest, width))
     names = buckets(frameworks, with_none=False)
     data: list[dict[str, Any]] = []
     for name, row in zip(label, top, strict=True):
@@ -122,41 +136,22 @@ def share_spec(
     }
 
 
-def _share_of_one(
-    top: list[dict[str, Any]],
-    label: list[str],
-    y: dict[str, Any],
-    envelope: dict[str, Any],
-    title: str,
-    largest: str,
-    width: int,
-) -> dict[str, Any]:
+def _share_of_one(g: _Groups) -> dict[str, Any]:
     # With one framework, percent of the models with a framework is 100 % everywhere: the question is how many
     # of all the models ship it.
-    (fw,) = envelope["frameworks"]
-    unit = unit_of(envelope)
+    (fw,) = g.envelope["frameworks"]
+    unit = unit_of(g.envelope)
     data = []
-    for name, row in zip(label, top, strict=True):
+    for name, row in zip(g.label, g.top, strict=True):
         pct = round(100 * row["with_framework"] / row["models"], 2) if row["models"] else None
         tip = f"{name} · {fw}: {number(pct, ' %')} of all {row['models']:,} {unit} ({row['with_framework']:,})"
         data.append({"group": name, "bucket": f"{fw} only", "pct": pct, "tip": tip})
-    return {
-        "$schema": SCHEMA,
-        "title": {
-            "text": title,
-            "subtitle": [
-                f"{snapshot_label(envelope)} · {method_and_unit(envelope)}",
-                f"bars: % of all of each group's {unit} that ship {fw} ({largest})",
-                "hover a bar for its numbers",
-            ],
-        },
-        "config": CONFIG,
-        "width": width - 180,  # labels and padding
-        "height": {"step": 18},
-        "data": {"values": data},
-        "mark": {"type": "bar"},
-        "encoding": {
-            "y": y,
+    return _bar_chart(
+        g,
+        f"bars: % of all of each group's {unit} that ship {fw} ({g.largest})",
+        data,
+        {
+            "y": g.y,
             "x": {
                 "field": "pct",
                 "type": "quantitative",
@@ -167,47 +162,49 @@ def _share_of_one(
             "color": {**color_encoding([f"{fw} only"]), "legend": None},
             "description": {"field": "tip", "type": "nominal"},
         },
-    }
+    )
 
 
-def _share_counts(
-    top: list[dict[str, Any]],
-    label: list[str],
-    y: dict[str, Any],
-    envelope: dict[str, Any],
-    title: str,
-    largest: str,
-    width: int,
-) -> dict[str, Any]:
-    unit = unit_of(envelope)
-    names = buckets(list(envelope["frameworks"]), with_none=True)
+def _share_counts(g: _Groups) -> dict[str, Any]:
+    unit = unit_of(g.envelope)
+    names = buckets(list(g.envelope["frameworks"]), with_none=True)
     data = []
-    for name, row in zip(label, top, strict=True):
+    for name, row in zip(g.label, g.top, strict=True):
         for order, bucket in enumerate(names):
             count, pct = bucket_value(row, bucket)
             share = f", {pct:.1f} % of those with a framework" if pct is not None and bucket != "none" else ""
             tip = f"{name} · {bucket}: {count:,} of {row['models']:,} {unit}{share}"
             data.append({"group": name, "bucket": bucket, "order": order, "value": count, "tip": tip})
-    return {
-        "$schema": SCHEMA,
-        "title": {
-            "text": title,
-            "subtitle": [
-                f"{snapshot_label(envelope)} · {method_and_unit(envelope)}",
-                f"bars: all {unit} per group, none included ({largest})",
-                "hover a bar for its numbers",
-            ],
-        },
-        "config": CONFIG,
-        "width": width - 180,  # labels and padding
-        "height": {"step": 18},
-        "data": {"values": data},
-        "mark": {"type": "bar"},
-        "encoding": {
-            "y": y,
+    return _bar_chart(
+        g,
+        f"bars: all {unit} per group, none included ({g.largest})",
+        data,
+        {
+            "y": g.y,
             "x": {"field": "value", "type": "quantitative", "stack": "zero", "title": unit},
             "color": color_encoding(names),
             "order": {"field": "order", "type": "quantitative"},
             "description": {"field": "tip", "type": "nominal"},
         },
+    )
+
+
+def _bar_chart(g: _Groups, bars: str, data: list[dict[str, Any]], encoding: dict[str, Any]) -> dict[str, Any]:
+    """One bar per group: the title with what the bars show, the data and its encoding."""
+    return {
+        "$schema": SCHEMA,
+        "title": {
+            "text": g.title,
+            "subtitle": [
+                f"{snapshot_label(g.envelope)} · {method_and_unit(g.envelope)}",
+                bars,
+                "hover a bar for its numbers",
+            ],
+        },
+        "config": CONFIG,
+        "width": g.width - 180,  # labels and padding
+        "height": {"step": 18},
+        "data": {"values": data},
+        "mark": {"type": "bar"},
+        "encoding": encoding,
     }
