@@ -11,7 +11,7 @@ For each N: a generated Hub (benchmarks/generate.py, cached in benchmarks/data/)
    table (also a subprocess): models/s each, peak RSS, and their ratio;
 3. the snapshot's size on disk;
 4. every analytics route in-process (server-side time, from the ASGI call to the last body byte), uncached
-   (cache_bytes=0) p50/p99 and cached p50, beside the equivalent plain SQL on the same snapshot file;
+   (cache_mb=0) p50/p99 and cached p50, beside the equivalent plain SQL on the same snapshot file;
 5. HTTP at concurrency 32 over loopback: `hubcensus serve` (uvicorn) in one process, the load generator
    (benchmarks/loadgen.py) in another, on a cached query (and on /healthz, the floor of the stack);
 6. the API process's peak RSS with the snapshot plus ten older ones, after querying each;

@@ -157,9 +157,10 @@ def api_memory(data_dir: Path, limit: str | None) -> dict[str, Any]:
 
     if limit:
         _configure_duckdb({"memory_limit": limit}, read_only_only=True)
+    from hubcensus.config import Settings
     from hubcensus.service.app import create_app
 
-    app = create_app(data_dir)
+    app = create_app(Settings(data_dir=data_dir))
     started = time.perf_counter()
     with TestClient(app, base_url="http://bench") as client:
         ids = [m["id"] for m in client.get("/v1/snapshots").json()["snapshots"]]
@@ -233,9 +234,10 @@ def serve(data_dir: Path, port: int, access_log: bool, gc_mode: str) -> None:
     `freeze` (gc.freeze() after start-up and a gen-0 threshold of 50,000), `freeze-only`, or `off` (diagnostic)."""
     import uvicorn
 
+    from hubcensus.config import Settings
     from hubcensus.service.app import create_app
 
-    app = create_app(data_dir)
+    app = create_app(Settings(data_dir=data_dir))
     if gc_mode in ("freeze", "freeze-only"):
         gc.freeze()
     if gc_mode == "freeze":

@@ -114,6 +114,7 @@ def bench_queries(store: Path, ids: list[str], prof: Profile) -> dict[str, Any]:
     import duckdb
     from fastapi.testclient import TestClient
 
+    from hubcensus.config import Settings
     from hubcensus.service.app import create_app
 
     paths = [str(Layout(store).db(sid)) for sid in ids]
@@ -144,8 +145,8 @@ def bench_queries(store: Path, ids: list[str], prof: Profile) -> dict[str, Any]:
             diff_con.sql(share).to_arrow_table()
         return time.perf_counter() - started
 
-    uncached = ServerTimer(create_app(store, cache_bytes=0, query_timeout=600))
-    cached = ServerTimer(create_app(store, query_timeout=600))
+    uncached = ServerTimer(create_app(Settings(data_dir=store, cache_mb=0, query_timeout=600)))
+    cached = ServerTimer(create_app(Settings(data_dir=store, query_timeout=600)))
     results: dict[str, Any] = {}
     with TestClient(uncached, base_url="http://bench") as client, TestClient(cached, base_url="http://bench") as c2:
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hubcensus.ingest.hub import HubOptions
+if TYPE_CHECKING:
+    from hubcensus.ingest.hub import HubOptions
 
 
 class Settings(BaseSettings):
@@ -95,6 +96,9 @@ class Settings(BaseSettings):
 
     def hub_options(self, **overrides: Any) -> HubOptions:
         """The ingest options these settings give."""
+        # Imported here: the API builds its app from these settings, and `service` never imports `ingest`.
+        from hubcensus.ingest.hub import HubOptions
+
         return HubOptions(
             endpoint=self.hf_endpoint,
             token=self.token(),

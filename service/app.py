@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hubcensus.config import Settings
 from hubcensus.queries.sql import time_limit
 from hubcensus.queries.store import SnapshotStore
-from hubcensus.service.deps import reject_unknown_parameters
+from hubcensus.service.answers import AnswerCache
 from hubcensus.service.errors import install_error_handlers
 from hubcensus.service.head import HeadAsGet
 from hubcensus.service.metrics import Metrics, MetricsMiddleware
-from hubcensus.service.render import AnswerCache
+from hubcensus.service.params import reject_unknown_parameters
 from hubcensus.service.routes import catalog, dashboard, frameworks, meta, operations, snapshots
 
 DESCRIPTION = """
@@ -24,19 +23,12 @@ metadata. Every answer states the snapshot and method it was computed with. Erro
 """
 
 
-def create_app(
-    data_dir: Path,
-    *,
-    query_timeout: float = 10.0,
-    cache_bytes: int = 64 * 2**20,
-    query_memory_bytes: int | None = None,
-    admin_token: str | None = None,
-) -> FastAPI:
-    """Build the API over the snapshot store in `data_dir` (read-only; never waits on a writer).
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API over the snapshot store in `settings.data_dir` (read-only; never waits on a writer).
 
-    `query_timeout` bounds each query (504 past it); `cache_bytes` bounds the rendered-answer cache;
-    `query_memory_bytes` bounds DuckDB's memory over all snapshots (its default, 80 % of RAM, if None);
-    `admin_token` enables the admin routes (off without it).
+    Of the settings it takes `query_timeout` (each query's bound, 504 past it), `cache_mb` (the rendered-answer
+    cache), `query_memory_mb` (DuckDB's memory over all snapshots) and `admin_token` (the admin routes are off
+    without it). Tests and benchmarks override a few: `create_app(Settings(data_dir=path, cache_mb=0))`.
     """
     # FastAPIOffline serves the /docs and /redoc assets itself: no CDN, so the docs work offline.
     app = FastAPIOffline(
@@ -45,13 +37,12 @@ def create_app(
         description=DESCRIPTION,
         dependencies=[Depends(reject_unknown_parameters)],
     )
-    app.state.store = SnapshotStore(data_dir, memory_limit_bytes=query_memory_bytes)
-    app.state.query_timeout = query_timeout
-    app.state.answer_cache = AnswerCache(cache_bytes)
-    app.state.admin_token = admin_token
+    app.state.store = SnapshotStore(settings.data_dir, memory_limit_bytes=settings.query_memory_mb * 2**20)
+    app.state.answer_cache = AnswerCache(settings.cache_mb * 2**20)
+    app.state.admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.metrics = Metrics()
     install_error_handlers(app)
-    app.add_middleware(QueryTimeLimit, seconds=query_timeout)
+    app.add_middleware(QueryTimeLimit, seconds=settings.query_timeout)
     app.add_middleware(HeadAsGet)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(meta.router)

@@ -1,18 +1,16 @@
-"""Dependencies shared by the routes: the snapshot store, snapshot resolution, parameter checks."""
+"""Dependencies shared by the routes: the snapshot store, the snapshot a request names, a cursor on it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 import duckdb
 from fastapi import Depends, Query, Request
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 
 from hubcensus.queries.datadir import SnapshotMeta, SnapshotNotFound
 from hubcensus.queries.store import SnapshotStore
-from hubcensus.service.errors import ApiError
+from hubcensus.service.errors import NoSnapshotsError, SnapshotNotFoundError
 
 
 async def get_store(request: Request) -> SnapshotStore:
@@ -30,10 +28,8 @@ def lookup_snapshot(store: SnapshotStore, snapshot: str) -> SnapshotMeta:
         return store.get(snapshot)
     except SnapshotNotFound:
         if snapshot == "latest":
-            raise ApiError(
-                503, "no_snapshots", "No snapshot has been published yet: run `hubcensus import` or `ingest`."
-            ) from None
-        raise ApiError(404, "snapshot_not_found", f"No snapshot with id {snapshot!r}.") from None
+            raise NoSnapshotsError() from None
+        raise SnapshotNotFoundError(snapshot) from None
 
 
 async def resolve_snapshot(
@@ -60,36 +56,3 @@ async def snapshot_cursor(store: StoreDep, meta: SnapshotDep) -> AsyncIterator[d
 
 
 CursorDep = Annotated[duckdb.DuckDBPyConnection, Depends(snapshot_cursor)]
-
-
-def query_defaults(request: Request) -> dict[str, Any]:
-    """The query parameters the request's route takes, with their defaults."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return {}
-    deps = [route.dependant, *_all_dependants(route)]
-    return {p.alias: p.field_info.default for dep in deps for p in dep.query_params}
-
-
-async def reject_unknown_parameters(request: Request) -> None:
-    """Answer 422 for a query parameter the route does not take: a typo must not pass silently."""
-    if not isinstance(request.scope.get("route"), APIRoute):
-        return
-    known = set(query_defaults(request))
-    unknown = sorted(set(request.query_params) - known)
-    if unknown:
-        takes = ", ".join(sorted(known)) or "no parameters"
-        raise ApiError(
-            422,
-            "unknown_parameter",
-            f"Unknown query parameter {unknown[0]!r}; this route takes: {takes}.",
-            [{"parameter": name, "in": "query", "message": "unknown parameter"} for name in unknown],
-        )
-
-
-def _all_dependants(route: APIRoute) -> Iterator[Dependant]:
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dep = stack.pop()
-        yield dep
-        stack.extend(dep.dependencies)

@@ -1,6 +1,8 @@
 """One error envelope for every route: `{"error": {"code", "message", "status", "details"}}`.
 
-Codes are stable and machine-readable; messages are for people and may change.
+Each kind of error is a class with its status and code fixed together; a route raises one, and
+`ApiError.response` is the single place the envelope is built. Codes are stable and machine-readable;
+messages are for people and may change.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ ErrorCode = Literal[
     "http_error",
     "internal_error",
 ]
+Details = list[dict[str, Any]]
 
 
 class ErrorDetail(BaseModel):
@@ -45,7 +48,7 @@ class ErrorDetail(BaseModel):
     code: ErrorCode
     message: str
     status: int
-    details: list[dict[str, Any]] | None = None
+    details: Details | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -55,62 +58,169 @@ class ErrorResponse(BaseModel):
 
 
 class ApiError(Exception):
-    """An error a route raises on purpose; becomes the envelope with this code and status."""
+    """An error answered with the envelope; each subclass fixes its status and code."""
 
-    def __init__(
-        self,
-        status: int,
-        code: ErrorCode,
-        message: str,
-        details: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    status: int = 500
+    code: ErrorCode = "internal_error"
+
+    def __init__(self, message: str, details: Details | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
+        self.message, self.details, self.headers = message, details, headers
+
+    def response(self) -> JSONResponse:
+        """The JSON response for this error: the single place the envelope is built."""
+        error = ErrorDetail(code=self.code, message=self.message, status=self.status, details=self.details)
+        body = ErrorResponse(error=error).model_dump(exclude_none=True)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
-def error_response(
-    status: int,
-    code: ErrorCode,
-    message: str,
-    details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """The JSON response for an error: the single place the envelope is built."""
-    body = ErrorResponse(error=ErrorDetail(code=code, message=message, status=status, details=details))
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+class NotFoundError(ApiError):
+    """No route has this path."""
+
+    status, code = 404, "not_found"
+
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        super().__init__("No such path.", headers=headers)
 
 
-# OpenAPI: every route documents the envelope for the errors it can answer. Every route answers 422 to a
-# parameter it does not take (service/deps.py); the routes over a snapshot answer 404 and 503 too.
-INVALID_RESPONSE: dict[int | str, dict[str, Any]] = {
-    422: {"model": ErrorResponse, "description": "A parameter is invalid or unknown"}
-}
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "Unknown snapshot or path"},
-    **INVALID_RESPONSE,
-    503: {"model": ErrorResponse, "description": "No snapshot has been published yet"},
-}
+class MethodNotAllowedError(ApiError):
+    """The path exists, but not for this method; `Allow` lists the methods it answers (RFC 9110 15.5.6)."""
+
+    status, code = 405, "method_not_allowed"
+
+    def __init__(self, method: str, allowed: list[str], headers: dict[str, str]) -> None:
+        allow = ", ".join(allowed)
+        message = f"{method} is not allowed here; this path answers {allow}."
+        super().__init__(message, headers={**headers, "Allow": allow})
 
 
-def error_doc(description: str) -> dict[str, Any]:
-    """The OpenAPI entry of an error status: the envelope, with what the status means here."""
-    return {"model": ErrorResponse, "description": description}
+class NotAcceptableError(ApiError):
+    """The Accept header names no format the route answers."""
+
+    status, code = 406, "not_acceptable"
 
 
-TIMEOUT_RESPONSE: dict[int | str, dict[str, Any]] = {504: error_doc("A query ran past HUBCENSUS_QUERY_TIMEOUT.")}
+class InvalidParameterError(ApiError):
+    """A parameter's value is wrong: its type, its range, or how it combines with another."""
+
+    status, code = 422, "invalid_parameter"
+
+    @classmethod
+    def of(cls, exc: RequestValidationError) -> InvalidParameterError:
+        """FastAPI's validation error, one detail per parameter, the first in the message."""
+        details = [
+            {
+                "parameter": ".".join(str(p) for p in err["loc"][1:]) or None,
+                "in": err["loc"][0],
+                "message": err["msg"].removeprefix("Value error, "),
+            }
+            for err in exc.errors()
+        ]
+        first = details[0]
+        return cls(f"{first['parameter']}: {first['message']}", details)
 
 
-def json_errors(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
-    """Error entries for a route whose own answer is not JSON (FastAPI would document them in its type)."""
-    schema = {"$ref": "#/components/schemas/ErrorResponse"}  # registered by the routes that use the model
-    return {
-        status: {"description": doc["description"], "content": {"application/json": {"schema": schema}}}
-        for status, doc in responses.items()
-    }
+class UnknownParameterError(ApiError):
+    """The request names a query parameter its route does not take: a typo must not pass silently."""
+
+    status, code = 422, "unknown_parameter"
+
+    def __init__(self, unknown: list[str], known: list[str]) -> None:
+        takes = ", ".join(known) or "no parameters"
+        super().__init__(
+            f"Unknown query parameter {unknown[0]!r}; this route takes: {takes}.",
+            [{"parameter": name, "in": "query", "message": "unknown parameter"} for name in unknown],
+        )
 
 
-_STATUS_CODES: dict[int, ErrorCode] = {404: "not_found", 405: "method_not_allowed"}
+class InvalidCursorError(ApiError):
+    """`_next` is not a cursor this service issued for this route, snapshot and query."""
+
+    status, code = 422, "invalid_cursor"
+
+
+class SnapshotNotFoundError(ApiError):
+    """No published snapshot has this id."""
+
+    status, code = 404, "snapshot_not_found"
+
+    def __init__(self, snapshot: str) -> None:
+        super().__init__(f"No snapshot with id {snapshot!r}.")
+
+
+class NoSnapshotsError(ApiError):
+    """`latest` asked of a store with no snapshot yet."""
+
+    status, code = 503, "no_snapshots"
+
+    def __init__(self) -> None:
+        super().__init__("No snapshot has been published yet: run `hubcensus import` or `ingest`.")
+
+
+class ModelNotFoundError(ApiError):
+    """The snapshot holds no model with this id."""
+
+    status, code = 404, "model_not_found"
+
+    def __init__(self, model_id: str, snapshot: str) -> None:
+        super().__init__(f"No model {model_id!r} in snapshot {snapshot}.")
+
+
+class QueryTimeoutError(ApiError):
+    """A query ran past HUBCENSUS_QUERY_TIMEOUT."""
+
+    status, code = 504, "query_timeout"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"The query took too long: {reason}. Narrow it with filters.")
+
+
+class AdminDisabledError(ApiError):
+    """An admin route, with no HUBCENSUS_ADMIN_TOKEN set."""
+
+    status, code = 403, "admin_disabled"
+
+    def __init__(self) -> None:
+        super().__init__("Admin actions are off: set HUBCENSUS_ADMIN_TOKEN to enable them.")
+
+
+class UnauthorizedError(ApiError):
+    """An admin route without the right Bearer token."""
+
+    status, code = 401, "unauthorized"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A valid admin token is required: Authorization: Bearer <token>.",
+            headers={"WWW-Authenticate": "Bearer"},  # RFC 9110 11.6.1: a 401 names the scheme it wants
+        )
+
+
+class NoWorkerError(ApiError):
+    """A snapshot asked for with no live worker to take it."""
+
+    status, code = 503, "no_worker"
+
+
+class HttpError(ApiError):
+    """Any other HTTP error Starlette raises itself, with its own status."""
+
+    code = "http_error"
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers=headers)
+        self.status = status
+
+
+class InternalError(ApiError):
+    """An unexpected exception: logged with its traceback, never shown."""
+
+    status, code = 500, "internal_error"
+
+    def __init__(self) -> None:
+        super().__init__("An internal error occurred; it has been logged.")
+
+
 # Methods a 405's `Allow` may list; HEAD is served for every GET route (service/head.py).
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -130,35 +240,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "http_error")
-        message = "No such path." if exc.status_code == 404 else str(exc.detail)
         headers = dict(exc.headers or {})
+        if exc.status_code == 404:
+            return NotFoundError(headers).response()
         if exc.status_code == 405:
-            # RFC 9110 15.5.6: a 405 lists what the path does answer (every route on it, not the first).
-            headers["Allow"] = ", ".join(allowed_methods(request))
-            message = f"{request.method} is not allowed here; this path answers {headers['Allow']}."
-        return error_response(exc.status_code, code, message, headers=headers)
+            return MethodNotAllowedError(request.method, allowed_methods(request), headers).response()
+        return HttpError(exc.status_code, str(exc.detail), headers).response()
 
     @app.exception_handler(QueryTimeout)
     async def _query_timeout(request: Request, exc: QueryTimeout) -> JSONResponse:
-        return error_response(504, "query_timeout", f"The query took too long: {exc}. Narrow it with filters.")
+        return QueryTimeoutError(str(exc)).response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {
-                "parameter": ".".join(str(p) for p in err["loc"][1:]) or None,
-                "in": err["loc"][0],
-                "message": err["msg"].removeprefix("Value error, "),
-            }
-            for err in exc.errors()
-        ]
-        first = details[0]
-        return error_response(422, "invalid_parameter", f"{first['parameter']}: {first['message']}", details)
+        return InvalidParameterError.of(exc).response()
 
     # Unexpected exceptions are answered by CatchAll (a middleware), not by an exception handler here: Starlette
     # re-raises after running a handler for Exception, so the server would log each traceback a second time.
@@ -191,5 +290,4 @@ class CatchAll:
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not started:  # else the connection is cut: a half-sent answer cannot become an error
-                response = error_response(500, "internal_error", "An internal error occurred; it has been logged.")
-                await response(scope, receive, send)
+                await InternalError().response()(scope, receive, send)

@@ -1,18 +1,23 @@
-"""Query parameters shared by the analytics routes, validated once, as dependencies."""
+"""Query parameters: the ones the analytics routes share, validated once, as dependencies; and the check that
+a request names no parameter its route does not take."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 
 from hubcensus.queries.filters import ModelFilter, PopularityOrder, Weight
 from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
-from hubcensus.service.errors import ApiError
-from hubcensus.service.render import DEFAULT_PAGE, MAX_PAGE, Format, PageRequest, TableFormat
+from hubcensus.service.errors import InvalidParameterError, UnknownParameterError
+from hubcensus.service.formats import Format, TableFormat
+from hubcensus.service.paging import DEFAULT_PAGE, MAX_PAGE, PageRequest
 
 
 def _iso(pattern: str, expected: str) -> BeforeValidator:
@@ -48,9 +53,7 @@ def parse_frameworks(value: str) -> list[Framework]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in FRAMEWORKS]
     if unknown or not names:
-        raise ApiError(
-            422,
-            "invalid_parameter",
+        raise InvalidParameterError(
             f"frameworks: expected a comma list of {', '.join(FRAMEWORKS)}; got {value!r}.",
             [{"parameter": "frameworks", "in": "query", "message": f"unknown framework(s): {unknown}"}],
         )
@@ -112,7 +115,7 @@ async def base_filter(
 ) -> ModelFilter:
     """The models a query counts, by their attributes."""
     if created_after and created_before and created_after >= created_before:
-        raise ApiError(422, "invalid_parameter", "created_after must be before created_before.")
+        raise InvalidParameterError("created_after must be before created_before.")
     return ModelFilter(
         pipeline_tag=pipeline_tag,
         library_name=library_name,
@@ -182,3 +185,30 @@ def normalized(*models: BaseModel, **extra: Any) -> dict[str, Any]:
         out.update(m.model_dump(mode="json"))
     out.update(extra)
     return out
+
+
+def query_defaults(request: Request) -> dict[str, Any]:
+    """The query parameters the request's route takes, with their defaults."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return {}
+    deps = [route.dependant, *_all_dependants(route)]
+    return {p.alias: p.field_info.default for dep in deps for p in dep.query_params}
+
+
+async def reject_unknown_parameters(request: Request) -> None:
+    """Answer 422 for a query parameter the route does not take: a typo must not pass silently."""
+    if not isinstance(request.scope.get("route"), APIRoute):
+        return
+    known = set(query_defaults(request))
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise UnknownParameterError(unknown, sorted(known))
+
+
+def _all_dependants(route: APIRoute) -> Iterator[Dependant]:
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        yield dep
+        stack.extend(dep.dependencies)

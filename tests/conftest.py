@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from hubcensus.config import Settings
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.store import SnapshotStore
@@ -40,5 +41,5 @@ def demo_snapshot(demo_data_dir: Path) -> SnapshotMeta:
 @pytest.fixture()
 def client(demo_data_dir: Path) -> Iterator[TestClient]:
     """The real app over the bundled snapshot, through the ASGI transport."""
-    with TestClient(create_app(demo_data_dir), raise_server_exceptions=False) as c:
+    with TestClient(create_app(Settings(data_dir=demo_data_dir)), raise_server_exceptions=False) as c:
         yield c

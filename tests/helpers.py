@@ -14,10 +14,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
 
+from hubcensus.config import Settings
 from hubcensus.service.app import create_app
 
 
@@ -36,10 +38,11 @@ def hubcensus(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
-def serving(data_dir: Path, *, cache_bytes: int = 64 * 2**20, query_timeout: float = 10.0) -> Iterator[str]:
-    """The real app under uvicorn on loopback, in a thread; yields its base URL."""
+def serving(data_dir: Path, **settings: Any) -> Iterator[str]:
+    """The real app under uvicorn on loopback, in a thread, with these settings (`cache_mb=0`, …); yields its
+    base URL."""
     port = free_port()
-    app = create_app(data_dir, cache_bytes=cache_bytes, query_timeout=query_timeout)
+    app = create_app(Settings(data_dir=data_dir, **settings))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from hubcensus.config import Settings
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.frameworks import FRAMEWORKS
@@ -54,7 +55,7 @@ def ids(data_dir: Path) -> dict[str, str]:
 @pytest.fixture()
 def api(data_dir: Path) -> Iterator[TestClient]:
     """The app over the three snapshots."""
-    with TestClient(create_app(data_dir)) as c:
+    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
         yield c
 
 
@@ -194,7 +195,7 @@ def test_diff_counts_changed_framework_sets(tmp_path: Path, crawl_2022: list[dic
         (tmp_path / name).write_text("\n".join(json.dumps(r) for r in recs))
         import_dump(tmp_path / name, tmp_path / "d", taken_at=datetime(2022, 3, day, tzinfo=UTC), max_bad_share=0)
     a, b = sorted(m.id for m in SnapshotStore(tmp_path / "d").snapshots())
-    with TestClient(create_app(tmp_path / "d")) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path / "d"))) as c:
         body = c.get(f"/v1/snapshots/{a}/diff/{b}").json()
         still_there = [i for i in changed if i >= 5]
         assert (body["added"], body["removed"]) == (1, 5)
@@ -317,7 +318,7 @@ def test_query_time_limit_answers_504(tmp_path: Path) -> None:
         "published_at": "2024-01-01T00:00:00Z",
     }
     (snap / "meta.json").write_text(json.dumps(meta))
-    with TestClient(create_app(tmp_path, query_timeout=0.005)) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path, query_timeout=0.005))) as c:
         r = c.get("/v1/models", params={"q": "model-29", "_sort": "-downloads"})
         assert r.status_code == 504
         assert r.json()["error"]["code"] == "query_timeout"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections import Counter
 from typing import Any
 
@@ -158,9 +160,10 @@ def test_every_route_answers_errors_in_the_envelope(client: TestClient) -> None:
 
 
 def test_empty_store_answers_503_not_500(tmp_path: Any) -> None:
+    from hubcensus.config import Settings
     from hubcensus.service.app import create_app
 
-    with TestClient(create_app(tmp_path)) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
         assert_error(c.get("/v1/frameworks/share"), 503, "no_snapshots")
         assert_error(c.get("/v1/snapshots/latest"), 503, "no_snapshots")
         assert c.get("/v1/snapshots").json() == {"snapshots": []}
@@ -179,3 +182,11 @@ def test_openapi_documents_routes_and_error_shape(client: TestClient) -> None:
     assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
     assert assets and all(a.startswith("/") for a in assets)
     assert all(client.get(a).status_code == 200 for a in assets)
+
+
+def test_the_api_never_imports_ingest() -> None:
+    # `service` and `ingest` meet at the files of the data dir only (docs/ARCHITECTURE.md). The app is built
+    # from Settings, which also builds ingest's options: it must import ingest only where it builds them.
+    code = "import sys, hubcensus.service.app; print(sorted(m for m in sys.modules if 'hubcensus.ingest' in m))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -18,8 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from hubcensus import cli
-from hubcensus.cli import QUERIES, app
+from hubcensus import logs, options
+from hubcensus.cli import app
+from hubcensus.client import QUERIES
+from hubcensus.config import Settings
 from hubcensus.ingest.hub import split_userinfo
 from hubcensus.queries.datadir import redact_url
 from hubcensus.service.app import create_app
@@ -96,6 +98,30 @@ def test_ingest_command_never_prints_the_token(tmp_path: Path, crawl_2022: list[
     assert "hf_very_secret" not in json.dumps(meta)
 
 
+def test_ingest_and_worker_pass_each_filter_option_to_the_hub(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
+    # `--filter` is the Hub's `filter` (its Python parameter is `tags`: `filter` shadowed the builtin).
+    with HubServer(crawl_2022[:300], page_size=1000) as hub:
+        args = ["--endpoint", hub.url, "--filter", "pytorch", "--filter", "transformers"]
+        ingested = hubcensus("ingest", *args, "--data-dir", str(tmp_path / "ingest"))
+        assert ingested.returncode == 0, ingested.stderr
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "hubcensus", "worker", "--schedule", "0 3 1 1 *", "--run-now", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "HUBCENSUS_DATA_DIR": str(tmp_path / "worker"), "HUBCENSUS_MAX_RATE": "0"},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len([r for r in hub.requests if r.path == "/api/models"]) < 2:
+                assert worker.poll() is None and time.monotonic() < deadline, "the worker asked the Hub nothing"
+                time.sleep(0.1)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        filters = [r.query.get("filter") for r in hub.requests if r.path == "/api/models"]
+    assert filters == [["pytorch", "transformers"]] * len(filters)
+
+
 def test_demo_imports_once_and_serves(tmp_path: Path) -> None:
     port = free_port()
     url, logs = f"http://127.0.0.1:{port}", tmp_path / "logs"
@@ -149,7 +175,7 @@ def test_credentials_in_the_endpoint_are_sent_but_never_shown(tmp_path: Path, cr
     assert "s3cr3t" not in done.stdout + done.stderr
     meta_text = next((tmp_path / "snapshots").glob("*/meta.json")).read_text()
     assert "s3cr3t" not in meta_text and json.loads(meta_text)["source"] == redacted
-    with TestClient(create_app(tmp_path)) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
         listing = client.get("/v1/snapshots")
         assert listing.json()["snapshots"][0]["source"] == redacted and "s3cr3t" not in listing.text
     assert "s3cr3t" not in _run("snapshots", "--data-dir", str(tmp_path)).stdout
@@ -193,7 +219,7 @@ def test_help_shows_every_env_var_and_default_and_no_bool_for_flags() -> None:
 def test_each_query_is_a_command_with_its_route_parameters_as_options(tmp_path: Path) -> None:
     listing = _help("query")
     assert all(f" {name} " in listing for name in QUERIES)
-    openapi = create_app(tmp_path).openapi()
+    openapi = create_app(Settings(data_dir=tmp_path)).openapi()
     for name, path in QUERIES.items():
         shown = _help("query", name)
         for param in openapi["paths"][path]["get"].get("parameters", []):
@@ -312,11 +338,11 @@ def test_a_token_read_from_the_token_file_is_kept_out_of_the_logs(
     token_file.write_text("hf_from_the_file_0123456789\n")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN_PATH", str(token_file))
-    cli._settings()
+    options.settings()
     record = logging.LogRecord(
         "hubcensus", logging.INFO, __file__, 1, "sent %s to %s", ("hf_from_the_file_0123456789", "x"), None
     )
-    assert cli._redact_token(record) and record.getMessage() == "sent *** to x"
+    assert logs.redact_secrets(record) and record.getMessage() == "sent *** to x"
 
 
 def test_a_snapshot_recorded_with_credentials_in_its_source_never_shows_them(tmp_path: Path) -> None:
@@ -327,7 +353,7 @@ def test_a_snapshot_recorded_with_credentials_in_its_source_never_shows_them(tmp
     meta_path.chmod(0o644)
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "kind": "ingest", "source": "http://user:hunter2-pw@hub.local:8080"}))
-    with TestClient(create_app(tmp_path)) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
         listed = client.get("/v1/snapshots").text
     assert "hunter2" not in listed and "http://***@hub.local:8080" in listed
     shown = hubcensus("snapshots", "--data-dir", str(tmp_path))

@@ -15,11 +15,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from hubcensus.config import Settings
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.frameworks import FRAMEWORKS
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from hubcensus.service.charts import CHART_WIDTH, FRAMEWORK_COLORS, MIN_TREND_SAMPLE, WIDE_CHART_WIDTH, framework_color
+from hubcensus.service.charts.common import CHART_WIDTH, FRAMEWORK_COLORS, WIDE_CHART_WIDTH, framework_color
+from hubcensus.service.charts.timelines import MIN_TREND_SAMPLE
 from tests.data import BUNDLED, LIST_2025, ROOT
 from tests.helpers import serving
 
@@ -61,7 +63,7 @@ def site(data_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def api(data_dir: Path) -> Iterator[TestClient]:
     """The app over the two snapshots, through the ASGI transport."""
-    with TestClient(create_app(data_dir)) as c:
+    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
         yield c
 
 
@@ -342,7 +344,7 @@ def test_no_half_empty_row(api: TestClient, ids: dict[str, str], tmp_path: Path)
     no_dates = api.get("/", params={"snapshot": ids["2022-02-21"]}).text
     assert _grid(no_dates) == ["share", "history"] and "has no creation dates" in no_dates
     import_dump(BUNDLED, tmp_path, taken_at=datetime(2022, 2, 21, tzinfo=UTC), max_bad_share=0)
-    with TestClient(create_app(tmp_path)) as alone:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as alone:
         page = alone.get("/").text
     assert _grid(page) == ["share wide"] and "has no creation dates" in page
     width = int(re.search(r'<svg[^>]* width="(\d+)"', page).group(1))  # type: ignore[union-attr]
@@ -366,7 +368,7 @@ def test_a_browser_gets_errors_as_a_page(api: TestClient, tmp_path: Path) -> Non
         for accept in ("*/*", "application/json", "application/json, text/html;q=0.5"):
             api_answer = api.get("/", params=params, headers={"Accept": accept})
             assert api_answer.status_code == status and api_answer.json()["error"]["status"] == status
-    with TestClient(create_app(tmp_path)) as empty:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as empty:
         page = empty.get("/", headers=html)
         assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
         assert "No snapshot has been published yet" in page.text and 'href="/v1/status"' in page.text

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from hubcensus.config import Settings
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.queries.frameworks import FRAMEWORKS
 from hubcensus.queries.store import SnapshotStore
@@ -206,7 +207,7 @@ def test_openapi_documents_what_each_route_answers(client: TestClient) -> None:
 
 
 def test_401_names_the_bearer_scheme(tmp_path: Path) -> None:
-    with TestClient(create_app(tmp_path, admin_token="tok-123456")) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path, admin_token="tok-123456"))) as c:
         r = c.post("/v1/snapshots")
         error_of(r, 401, "unauthorized")
         assert r.headers["www-authenticate"] == "Bearer"
@@ -301,5 +302,5 @@ def test_unknown_snapshot_on_the_dashboard_is_the_documented_404(client: TestCli
 
 
 def test_no_snapshot_on_the_dashboard_is_503(tmp_path: Path) -> None:
-    with TestClient(create_app(tmp_path)) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
         error_of(c.get("/"), 503, "no_snapshots")

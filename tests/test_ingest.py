@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from hubcensus.config import Settings
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import EXPAND, HubOptions, ingest_hub
 from hubcensus.queries.frameworks import FRAMEWORKS, METHODS
@@ -34,7 +35,7 @@ def test_ingest_end_to_end_matches_direct_computation(tmp_path: Path, crawl_2022
     assert len(requests) == 30  # 29,432 models in pages of 1,000
     assert set(requests[0].query["expand"]) == WANTED
     assert all("authorization" not in r.headers for r in requests)
-    with TestClient(create_app(tmp_path)) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
         for method in METHODS:
             body = client.get("/v1/frameworks/share", params={"method": method}).json()
             expected = expected_share(crawl_2022, method, FRAMEWORKS)

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 from fastapi.testclient import TestClient
 
+from hubcensus.config import Settings
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.reclassify import outdated, reclassify
 from hubcensus.queries.datadir import DB_NAME, META_NAME
@@ -116,7 +117,7 @@ def test_reclassifying_gives_the_answers_of_a_fresh_import(tmp_path: Path) -> No
     con.close()
     meta = json.loads((folder / META_NAME).read_text())
     (folder / META_NAME).write_text(json.dumps({**meta, "classifier_version": "2025.1.0"}))
-    with TestClient(create_app(data_dir)) as client:
+    with TestClient(create_app(Settings(data_dir=data_dir))) as client:
 
         def answer(snapshot: str, route: str, **params: str) -> Any:
             body = client.get(route, params={"snapshot": snapshot, **params}).json()

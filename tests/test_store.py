@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hubcensus.config import Settings
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.records import parse_record
 from hubcensus.ingest.writer import SnapshotWriter
@@ -149,7 +150,7 @@ def test_a_directory_without_meta_is_ignored(tmp_path: Path) -> None:
 
 
 def test_one_memory_limit_bounds_every_snapshot_the_api_opens(demo_data_dir: Path) -> None:
-    app = create_app(demo_data_dir, query_memory_bytes=256 * 2**20)
+    app = create_app(Settings(data_dir=demo_data_dir, query_memory_mb=256))
     store = app.state.store
     meta = store.get()
     with store.cursor(meta.id) as a, store.cursor(meta.id) as b:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from hubcensus.config import Settings
 from hubcensus.ingest.hub import HubOptions
 from hubcensus.ingest.worker import Retention, next_run, run_worker, to_prune, validate_schedule
 from hubcensus.queries.control import pending_requests, read_status, take_requests, write_status
@@ -138,7 +139,7 @@ def _metas(data_dir: Path) -> list[str]:
 
 def test_snapshot_requests_follow_the_worker_liveness(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
     auth = {"Authorization": "Bearer tok-123456"}
-    app = create_app(tmp_path, admin_token="tok-123456")
+    app = create_app(Settings(data_dir=tmp_path, admin_token="tok-123456"))
 
     def post() -> tuple[int, dict[str, Any]]:
         with TestClient(app) as c:
@@ -262,7 +263,7 @@ def test_failure_is_reported_in_status(tmp_path: Path) -> None:
         _wait(lambda: read_status(tmp_path).get("last_failure") is not None)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
-    with TestClient(create_app(tmp_path)) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
         status = c.get("/v1/status").json()
     assert "HTTP 404" in status["last_failure"]["reason"] and status["last_success"] is None
 
@@ -273,13 +274,13 @@ def test_bad_schedule_is_refused(tmp_path: Path) -> None:
 
 
 def test_admin_actions_are_off_without_a_token_and_need_it(demo_data_dir: Path, tmp_path: Path) -> None:
-    with TestClient(create_app(demo_data_dir)) as c:
+    with TestClient(create_app(Settings(data_dir=demo_data_dir))) as c:
         off = c.post("/v1/snapshots")
         assert off.status_code == 403 and off.json()["error"]["code"] == "admin_disabled"
         assert c.delete("/v1/snapshots/latest").status_code == 403
     import_dir = tmp_path / "d"
     hubcensus("import", str(BUNDLED), "--data-dir", str(import_dir), "--taken-at", "2022-02-21")
-    with TestClient(create_app(import_dir, admin_token="tok-123456")) as c:
+    with TestClient(create_app(Settings(data_dir=import_dir, admin_token="tok-123456"))) as c:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "tok-123456"}):
             denied = c.delete("/v1/snapshots/latest", headers=headers)
             assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthorized"
@@ -294,7 +295,7 @@ def test_delete_needs_an_explicit_id_never_latest(tmp_path: Path) -> None:
     for day in ("2022-02-21", "2022-02-22"):
         hubcensus("import", str(BUNDLED), "--data-dir", str(tmp_path), "--taken-at", day)
     before = [m.id for m in SnapshotStore(tmp_path).snapshots()]
-    with TestClient(create_app(tmp_path, admin_token="tok-123456")) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path, admin_token="tok-123456"))) as c:
         for _ in range(2):  # a retried call must not delete the next newest either
             refused = c.delete("/v1/snapshots/latest", headers={"Authorization": "Bearer tok-123456"})
             assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_parameter"

@@ -9,13 +9,15 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from hubcensus.queries.catalog import Dimension, ModelSort, bucket_names, dimension_values, list_models, model_detail
-from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.filters import ModelFilter
+from hubcensus.queries.datadir import SnapshotMeta
+from hubcensus.service.answers import Answer, respond_for_snapshot, snapshot_ref
 from hubcensus.service.deps import CursorDep, SnapshotDep
-from hubcensus.service.errors import ERROR_RESPONSES, TIMEOUT_RESPONSE, ApiError
+from hubcensus.service.errors import InvalidParameterError, ModelNotFoundError
+from hubcensus.service.formats import dumps_json
+from hubcensus.service.openapi import ERROR_RESPONSES, TABLE_RESPONSES, TIMEOUT_RESPONSE
+from hubcensus.service.paging import Page, PageRequest
 from hubcensus.service.params import AnalysisDep, BaseFilterDep, FilterDep, PageDep, normalized
-from hubcensus.service.render import Answer, Page, PageRequest, dumps_json
-from hubcensus.service.responses import TABLE_RESPONSES, respond_for_snapshot, snapshot_ref
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -93,11 +95,7 @@ def read_models(
 ) -> Response:
     """Models matching the filters with their frameworks under `method`, paged with a cursor."""
     if bucket is not None and bucket not in bucket_names(analysis.frameworks):
-        raise ApiError(
-            422,
-            "invalid_parameter",
-            f"bucket: expected one of {', '.join(bucket_names(analysis.frameworks))}.",
-        )
+        raise InvalidParameterError(f"bucket: expected one of {', '.join(bucket_names(analysis.frameworks))}.")
     query = normalized(analysis, flt, bucket=bucket, q=q, sort=sort)
 
     def compute(p: Page) -> Answer:
@@ -134,5 +132,5 @@ def read_model(
     """One model: its metadata, and its frameworks under each method with the evidence that decided."""
     row = model_detail(cursor, model_id)
     if row is None:
-        raise ApiError(404, "model_not_found", f"No model {model_id!r} in snapshot {meta.id}.")
+        raise ModelNotFoundError(model_id, meta.id)
     return Response(dumps_json({"snapshot": snapshot_ref(meta), "model": row}), media_type="application/json")

@@ -9,15 +9,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.history import breaks, framework_history, resolve_range
 from hubcensus.queries.share import GroupBy, Interval, framework_share, framework_trend
-from hubcensus.service.charts import Scale, history_spec, share_spec, trend_spec
+from hubcensus.queries.datadir import SnapshotMeta
+from hubcensus.service.answers import Answer, analysis_envelope, respond, respond_for_snapshot, snapshot_ref
+from hubcensus.service.charts.share import Scale, share_spec
+from hubcensus.service.charts.timelines import history_spec, trend_spec
 from hubcensus.service.deps import CursorDep, SnapshotDep, StoreDep
-from hubcensus.service.errors import ApiError
+from hubcensus.service.errors import InvalidParameterError
+from hubcensus.service.openapi import CHART_RESPONSES
+from hubcensus.service.paging import Page, paged
 from hubcensus.service.params import Analysis, AnalysisDep, ChartPageDep, FilterDep, IsoDateTime, normalized
-from hubcensus.service.render import Answer, Page, paged, respond
-from hubcensus.service.responses import CHART_RESPONSES, analysis_envelope, respond_for_snapshot, snapshot_ref
 
 router = APIRouter(prefix="/v1/frameworks", tags=["frameworks"], responses=CHART_RESPONSES)
 
@@ -121,7 +123,7 @@ def read_framework_history(
     """
     start, end = _utc(start), _utc(end)
     if start and end and start > end:
-        raise ApiError(422, "invalid_parameter", "from must not be after to.")
+        raise InvalidParameterError("from must not be after to.")
     snapshots = resolve_range(store.snapshots(), start, end)
     query = normalized(analysis, flt, by=by, **{"from": start, "to": end})
     snapshot_key = "history:" + ",".join(sorted(m.id for m in snapshots))

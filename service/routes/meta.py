@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, FRAMEWORKS, METHODS, RULES, Framework, Method
 from hubcensus.queries.transformers_table import transformers_table
 from hubcensus.service.deps import StoreDep
-from hubcensus.service.errors import INVALID_RESPONSE
+from hubcensus.service.openapi import INVALID_RESPONSE
 
 router = APIRouter(tags=["meta"], responses=INVALID_RESPONSE)
 

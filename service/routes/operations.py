@@ -11,22 +11,23 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hubcensus.queries.control import (
-    Liveness,
-    pending_requests,
-    read_status,
-    request_snapshot,
-    worker_liveness,
-)
+from hubcensus.queries import control
 from hubcensus.queries.datadir import SnapshotNotFound, remove_snapshot
 from hubcensus.service.deps import StoreDep, lookup_snapshot
-from hubcensus.service.errors import ERROR_RESPONSES, INVALID_RESPONSE, ApiError, error_doc, json_errors
+from hubcensus.service.errors import (
+    AdminDisabledError,
+    InvalidParameterError,
+    NoWorkerError,
+    SnapshotNotFoundError,
+    UnauthorizedError,
+)
 from hubcensus.service.metrics import Metrics
+from hubcensus.service.openapi import ERROR_RESPONSES, INVALID_RESPONSE, error_doc, json_errors
 
 router = APIRouter(tags=["operations"])
 
 
-def _liveness_body(liveness: Liveness, now: datetime) -> dict[str, Any]:
+def _liveness_body(liveness: control.Liveness, now: datetime) -> dict[str, Any]:
     return {
         "alive": liveness.alive,
         "state": liveness.state,
@@ -38,22 +39,22 @@ def _liveness_body(liveness: Liveness, now: datetime) -> dict[str, Any]:
 
 
 @router.get("/v1/status", responses=INVALID_RESPONSE)
-def read_status_route(request: Request, store: StoreDep) -> dict[str, Any]:
+def read_status(request: Request, store: StoreDep) -> dict[str, Any]:
     """The worker: whether it is alive (its heartbeat), last success, last failure and reason, next run;
     and the newest snapshot. `state` is what the worker last wrote; `liveness` says whether it is still there."""
     data_dir = store.data_dir
-    status = read_status(data_dir)
+    status = control.read_status(data_dir)
     snapshots = store.snapshots()
     latest = snapshots[0] if snapshots else None
     now = datetime.now(UTC)
     return {
         "worker": status.get("worker"),
-        "liveness": _liveness_body(worker_liveness(status, now), now),
+        "liveness": _liveness_body(control.worker_liveness(status, now), now),
         "state": status.get("state", "unknown" if not status else None),
         "next_run": status.get("next_run"),
         "last_success": status.get("last_success"),
         "last_failure": status.get("last_failure"),
-        "pending_requests": pending_requests(data_dir),
+        "pending_requests": control.pending_requests(data_dir),
         "latest_snapshot": None
         if latest is None
         else {
@@ -94,16 +95,11 @@ def require_admin(
     """Admin routes exist only with HUBCENSUS_ADMIN_TOKEN set, and then need it as a Bearer token."""
     expected: str | None = request.app.state.admin_token
     if not expected:
-        raise ApiError(403, "admin_disabled", "Admin actions are off: set HUBCENSUS_ADMIN_TOKEN to enable them.")
+        raise AdminDisabledError()
     given = credentials.credentials if credentials is not None else ""
     # Constant-time comparison: the answer's timing must not reveal how much of a guess was right.
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "A valid admin token is required: Authorization: Bearer <token>.",
-            headers={"WWW-Authenticate": "Bearer"},  # RFC 9110 11.6.1: a 401 names the scheme it wants
-        )
+        raise UnauthorizedError()
 
 
 AdminDep = Depends(require_admin)
@@ -128,15 +124,13 @@ def create_snapshot(store: StoreDep) -> JSONResponse:
     queued: a request nobody takes would stay pending forever.
     """
     now = datetime.now(UTC)
-    liveness = worker_liveness(read_status(store.data_dir), now)
+    liveness = control.worker_liveness(control.read_status(store.data_dir), now)
     if not liveness.alive:
-        raise ApiError(
-            503,
-            "no_worker",
+        raise NoWorkerError(
             f"{liveness.describe(now)} Nothing was queued: start a worker on this data dir "
             "(`hubcensus worker --schedule CRON`), or take a snapshot with `hubcensus ingest`.",
         )
-    request_id = request_snapshot(store.data_dir)
+    request_id = control.request_snapshot(store.data_dir)
     return JSONResponse(
         {
             "request": request_id,
@@ -159,9 +153,7 @@ def delete_snapshot(
 ) -> Response:
     """Unpublish and delete a snapshot, named by its id; requests already reading it finish normally."""
     if snapshot == "latest":
-        raise ApiError(
-            422,
-            "invalid_parameter",
+        raise InvalidParameterError(
             "snapshot: deleting needs an explicit snapshot id, not `latest` (see GET /v1/snapshots); "
             "nothing was deleted.",
             [{"parameter": "snapshot", "in": "path", "message": "an explicit snapshot id is required"}],
@@ -170,5 +162,5 @@ def delete_snapshot(
     try:
         remove_snapshot(store.data_dir, meta.id)
     except SnapshotNotFound:
-        raise ApiError(404, "snapshot_not_found", f"No snapshot with id {snapshot!r}.") from None
+        raise SnapshotNotFoundError(snapshot) from None
     return Response(status_code=204)

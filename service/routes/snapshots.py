@@ -8,14 +8,14 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.history import Change, diff_counts, diff_models, share_deltas
 from hubcensus.queries.share import GroupBy, framework_share
+from hubcensus.queries.datadir import SnapshotMeta
+from hubcensus.service.answers import Answer, analysis_envelope, respond_for_pair, snapshot_ref
 from hubcensus.service.deps import StoreDep, lookup_snapshot
-from hubcensus.service.errors import ERROR_RESPONSES
+from hubcensus.service.openapi import ERROR_RESPONSES, TABLE_RESPONSES
+from hubcensus.service.paging import Page, paged
 from hubcensus.service.params import AnalysisDep, PageDep, normalized
-from hubcensus.service.render import Answer, Page, paged
-from hubcensus.service.responses import TABLE_RESPONSES, analysis_envelope, respond_for_pair, snapshot_ref
 
 router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"], responses=ERROR_RESPONSES)
 

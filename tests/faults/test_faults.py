@@ -152,9 +152,10 @@ def test_long_burst_fails_cleanly_and_the_previous_snapshot_is_served(
     assert assert_complete_or_nothing(tmp_path) == [previous.id]
     from fastapi.testclient import TestClient
 
+    from hubcensus.config import Settings
     from hubcensus.service.app import create_app
 
-    with TestClient(create_app(tmp_path)) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
         assert c.get("/v1/frameworks/share").json()["snapshot"]["id"] == previous.id
     report("503 longer than the budget", calls=calls, total_s=round(took, 2), outcome="failed, previous served")
 

@@ -37,7 +37,7 @@ def census(census_dir: tuple[Path, str, str, str]) -> Iterator[Census]:
 @pytest.fixture(scope="package")
 def bare_url(census_dir: tuple[Path, str, str, str]) -> Iterator[str]:
     """A second server over the same data dir with no answer cache: every answer is computed afresh."""
-    with serving(census_dir[0], cache_bytes=0) as url:
+    with serving(census_dir[0], cache_mb=0) as url:
         yield url
 
 
