@@ -27,8 +27,8 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import ingest_hub
 from hubcensus.logs import configure_logging
 from hubcensus.options import DATA_DIR, ENDPOINT, DataDirOpt, EndpointOpt, created, existing, setting
-from hubcensus.queries.frameworks import CLASSIFIER_VERSION
 from hubcensus.queries.datadir import SnapshotNotFound, redact_url, remove_snapshot
+from hubcensus.queries.frameworks import CLASSIFIER_VERSION
 from hubcensus.queries.store import SnapshotStore
 
 # Plain help, not typer's rich panels: those print a type for every option, flags included

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from hubcensus.queries.catalog import Dimension, ModelSort, bucket_names, dimension_values, list_models, model_detail
-from hubcensus.queries.filters import ModelFilter
 from hubcensus.queries.datadir import SnapshotMeta
+from hubcensus.queries.filters import ModelFilter
 from hubcensus.service.answers import Answer, respond_for_snapshot, snapshot_ref
 from hubcensus.service.deps import CursorDep, SnapshotDep
 from hubcensus.service.errors import InvalidParameterError, ModelNotFoundError

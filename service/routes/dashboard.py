@@ -16,10 +16,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from hubcensus.queries.buckets import flatten
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.frameworks import FRAMEWORKS, Framework, Method
 from hubcensus.queries.history import Break, breaks, framework_history
 from hubcensus.queries.share import GroupBy, ShareResult, framework_share, framework_trend
-from hubcensus.queries.store import SnapshotMeta, SnapshotStore
+from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.answers import AnswerCache, snapshot_ref
 from hubcensus.service.charts.common import CHART_WIDTH, WIDE_CHART_WIDTH, bucket_color, buckets, group_label, to_svg
 from hubcensus.service.charts.share import MAX_BARS, share_spec

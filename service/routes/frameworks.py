@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.history import breaks, framework_history, resolve_range
 from hubcensus.queries.share import GroupBy, Interval, framework_share, framework_trend
-from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.service.answers import Answer, analysis_envelope, respond, respond_for_snapshot, snapshot_ref
 from hubcensus.service.charts.share import Scale, share_spec
 from hubcensus.service.charts.timelines import history_spec, trend_spec

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.history import Change, diff_counts, diff_models, share_deltas
 from hubcensus.queries.share import GroupBy, framework_share
-from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.service.answers import Answer, analysis_envelope, respond_for_pair, snapshot_ref
 from hubcensus.service.deps import StoreDep, lookup_snapshot
 from hubcensus.service.openapi import ERROR_RESPONSES, TABLE_RESPONSES
