@@ -23,8 +23,9 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
 from hubcensus.ingest.reclassify import outdated, reclassify_outdated
 from hubcensus.queries.control import pending_requests, take_requests, write_status
-from hubcensus.queries.datadir import SnapshotMeta, redact_url, remove_snapshot
+from hubcensus.queries.datadir import SnapshotMeta, SnapshotNotFound, redact_url, remove_snapshot
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
+from hubcensus.queries.history import matches_source
 from hubcensus.queries.store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,27 @@ def prune(data_dir: Path, retention: Retention, source: str) -> list[str]:
         removed.append(meta.id)
     if removed:
         log.info("retention removed %d snapshot(s): %s", len(removed), ", ".join(removed))
+    return removed
+
+
+def prune_source(data_dir: Path, retention: Retention, source: str, *, dry_run: bool = False) -> list[SnapshotMeta]:
+    """Thin the snapshots of one source (ingests, imports or backfilled ones alike) by retention: what it does not
+    keep is removed, newest first, and returned. Snapshots of other sources are never touched; the newest of
+    the source always stays. `source` is matched as `queries.history.matches_source` does (a repository
+    covers the files read from it). With `dry_run`, nothing is removed."""
+    selected = [m for m in SnapshotStore(data_dir).snapshots() if matches_source(m.source, source)]
+    doomed = to_prune(selected, retention)
+    if dry_run:
+        return doomed
+    removed = []
+    for meta in doomed:
+        try:
+            remove_snapshot(data_dir, meta.id)
+        except SnapshotNotFound:
+            continue  # removed meanwhile (DELETE, another prune): nothing left to do
+        removed.append(meta)
+    if removed:
+        log.info("retention removed %d snapshot(s) of %s", len(removed), redact_url(source))
     return removed
 
 
