@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from croniter import croniter
 
 from hubcensus.ingest.errors import IngestError
@@ -224,9 +225,23 @@ def _beat(data_dir: Path, every: float, done: threading.Event) -> None:
 
 
 def _bring_up_to_date(data_dir: Path) -> None:
-    """On upgrade: recompute the snapshots an older classifier computed, before the first run (no new crawl)."""
-    if not outdated(data_dir):
-        return
+    """On upgrade: recompute the snapshots an older classifier computed, and give a summary to those published
+    without one, before the first run (no new crawl)."""
+    if outdated(data_dir):
+        _reclassify_outdated(data_dir)
+    store = SnapshotStore(data_dir)
+    try:
+        done = store.summaries.prepare()
+    except (SnapshotNotFound, duckdb.Error) as exc:  # a snapshot removed meanwhile; the API computes what is left
+        log.warning("preparing the snapshots' summaries stopped: %s", exc)
+    else:
+        if done:
+            log.info("summarized %d snapshot(s) published without a summary", len(done))
+    finally:
+        store.close()
+
+
+def _reclassify_outdated(data_dir: Path) -> None:
     write_status(data_dir, state="reclassifying")
     try:
         done = reclassify_outdated(data_dir)

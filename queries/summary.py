@@ -134,6 +134,17 @@ class SummaryIndex:
         with self._store.own_cursor() as con:
             yield con
 
+    def prepare(self) -> list[str]:
+        """Give every listed snapshot without a current summary file one (computed from its model table); the ids
+        done. The worker does this at start, so that the API's first history has nothing to compute."""
+        done = []
+        with self._lock:
+            for meta in self._store.snapshots():
+                if read_summary(self._store.layout.summary(meta.id), meta) is None:
+                    self._summary_of(meta)
+                    done.append(meta.id)
+        return done
+
     def reset(self) -> None:
         """Forget what was loaded (the store closed its instance, and the table with it)."""
         with self._lock:

@@ -4,7 +4,12 @@ time, and retention that thins a source's history."""
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -379,3 +384,27 @@ def test_summary_files_are_small(data_dir: Path) -> None:
         assert pq.read_metadata(path).num_rows < meta.models
         assert path.stat().st_size < (Layout(data_dir).db(meta.id)).stat().st_size / 10
         assert (Layout(data_dir).snapshot(meta.id) / META_NAME).exists()
+
+
+def test_the_worker_summarizes_at_start_what_was_published_without_a_summary(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    meta = import_dump(TREES, data_dir, taken_at=TAKEN_2022, max_bad_share=0.0)
+    path = Layout(data_dir).summary(meta.id)
+    path.unlink()  # as a release before summaries published it
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBCENSUS_", "HF_"))}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "hubcensus", "worker", "--schedule", "0 3 * * *", "--data-dir", str(data_dir)],
+        env={**env, "HF_ENDPOINT": "http://127.0.0.1:9"},  # never asked: no run is due
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while read_summary(path, meta) is None:
+            assert worker.poll() is None and time.monotonic() < deadline, "the worker did not summarize"
+            time.sleep(0.2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+    assert "summarized 1 snapshot(s) published without a summary" in stderr
