@@ -91,9 +91,9 @@ def _history_keys(by: GroupBy | None) -> list[tuple[str, pa.DataType]]:
 _SUMMARY_WEIGHT: dict[Weight, str] = {"models": "models", "downloads": "downloads", "likes": "likes"}
 _SUMMARY_GROUP: dict[GroupBy, str] = {"pipeline_tag": "pipeline_tag", "library_name": "library_name"}
 
-_SUMMARY_HISTORY_SQL = """SELECT snapshot, {key} AS key, {col} & $mask AS combo, sum({weight})::BIGINT AS n
+_SUMMARY_HISTORY_SQL = """SELECT sid, {key} AS key, {col} & $mask AS combo, sum({weight})::BIGINT AS n
 FROM summaries
-WHERE list_contains($ids, snapshot)
+WHERE ($complete OR list_contains($sids::INTEGER[], sid))
   AND {col} IS NOT NULL
   AND ($pipeline_tag IS NULL OR pipeline_tag = $pipeline_tag)
   AND ($library_name IS NULL OR library_name = $library_name)
@@ -123,20 +123,26 @@ def history_from_summaries(
     sql = _SUMMARY_HISTORY_SQL.format(
         key="NULL" if by is None else _SUMMARY_GROUP[by], col=METHOD_COLUMNS[method], weight=_SUMMARY_WEIGHT[weight]
     )
-    params = {
-        "ids": [m.id for m in ordered],
-        "mask": mask,
-        "pipeline_tag": flt.pipeline_tag,
-        "library_name": flt.library_name,
-    }
-    with store.summaries.cursor(ordered) as con:
-        combos = run(con, sql, params).to_pylist()
-    counts: dict[str, dict[str | None, dict[int, int]]] = {m.id: {} for m in ordered}
+    with store.summaries.cursor(ordered) as loaded:
+        params = {
+            "complete": loaded.complete,
+            "sids": list(loaded.keys.values()),
+            "mask": mask,
+            "pipeline_tag": flt.pipeline_tag,
+            "library_name": flt.library_name,
+        }
+        combos = run(loaded.con, sql, params).to_pylist()
+    # A snapshot removed since the listing was read has no point (as it has no longer a model table).
+    present = [m for m in ordered if m.id in loaded.keys]
+    snapshot_of = {loaded.keys[m.id]: m.id for m in present}
+    counts: dict[str, dict[str | None, dict[int, int]]] = {m.id: {} for m in present}
     for row in combos:
-        per_combo = counts[row["snapshot"]].setdefault(row["key"], {})
+        if row["sid"] not in snapshot_of:
+            continue  # loaded meanwhile by another request
+        per_combo = counts[snapshot_of[row["sid"]]].setdefault(row["key"], {})
         per_combo[row["combo"]] = per_combo.get(row["combo"], 0) + row["n"]
     out: list[dict[str, Any]] = []
-    for meta in ordered:
+    for meta in present:
         point = {"snapshot": meta.id, "taken_at": meta.taken_at}
         if by is None:
             # One row per snapshot, zeros included, as a total over no model is still a point of the series.

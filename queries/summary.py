@@ -21,6 +21,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,7 +53,7 @@ ORDER BY ALL
 """
 _COLUMNS = "pipeline_tag, library_name, fw_tags, fw_files, fw_inferred, fw_loadable, models, downloads, likes"
 _TABLE_SQL = """CREATE TABLE IF NOT EXISTS summaries (
-    snapshot VARCHAR, pipeline_tag VARCHAR, library_name VARCHAR,
+    sid INTEGER, pipeline_tag VARCHAR, library_name VARCHAR,
     fw_tags UTINYINT, fw_files UTINYINT, fw_inferred UTINYINT, fw_loadable UTINYINT,
     models BIGINT, downloads BIGINT, likes BIGINT
 )"""
@@ -110,6 +111,17 @@ def publish_with(con: duckdb.DuckDBPyConnection, directory: Path, meta: Snapshot
     return meta
 
 
+@dataclass(frozen=True)
+class LoadedSummaries:
+    """A cursor on the table `summaries`, and which snapshots' rows it holds: `keys` maps each requested snapshot
+    that is loaded to its `sid` in the table (a small integer: grouping on it is 3x faster than on the id);
+    `complete` says the table holds no other snapshot's rows, so a query needs no filter on `sid`."""
+
+    con: duckdb.DuckDBPyConnection
+    keys: dict[str, int]
+    complete: bool
+
+
 class SummaryIndex:
     """The summaries of the snapshots histories ask for, in one small table (`summaries`) of the store's DuckDB
     instance: a history across any number of snapshots is then one grouped query over a few thousand rows per
@@ -125,14 +137,18 @@ class SummaryIndex:
         self._store = store
         self._lock = threading.Lock()
         self._loaded: dict[str, str] = {}  # snapshot id -> revision of its rows in the table
+        self._keys: dict[str, int] = {}  # snapshot id -> its sid in the table
+        self._next_key = 0
 
     @contextlib.contextmanager
-    def cursor(self, snapshots: Sequence[SnapshotMeta]) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor whose table `summaries` holds the rows of these snapshots (column `snapshot`: the id)."""
+    def cursor(self, snapshots: Sequence[SnapshotMeta]) -> Iterator[LoadedSummaries]:
+        """A cursor whose table `summaries` holds the rows of these snapshots (those still listed), by `sid`."""
         with self._lock:
             self._sync(snapshots)
+            keys = {m.id: self._keys[m.id] for m in snapshots if m.id in self._loaded}
+            complete = len(keys) == len(self._loaded)
         with self._store.own_cursor() as con:
-            yield con
+            yield LoadedSummaries(con, keys, complete)
 
     def prepare(self) -> list[str]:
         """Give every listed snapshot without a current summary file one (computed from its model table); the ids
@@ -149,28 +165,32 @@ class SummaryIndex:
         """Forget what was loaded (the store closed its instance, and the table with it)."""
         with self._lock:
             self._loaded.clear()
+            self._keys.clear()
 
     def _sync(self, snapshots: Sequence[SnapshotMeta]) -> None:
         # The current listing, not the request's: a snapshot reclassified since has a new revision.
         listed = {m.id: m for m in self._store.snapshots()}
         with self._store.own_cursor() as con:
             con.execute(_TABLE_SQL)
-            gone = [sid for sid in self._loaded if sid not in listed]
+            gone = [snapshot_id for snapshot_id in self._loaded if snapshot_id not in listed]
             if gone:
-                con.execute("DELETE FROM summaries WHERE list_contains(?, snapshot)", [gone])
-                for sid in gone:
-                    del self._loaded[sid]
+                con.execute("DELETE FROM summaries WHERE list_contains(?, sid)", [[self._keys[g] for g in gone]])
+                for snapshot_id in gone:
+                    del self._loaded[snapshot_id], self._keys[snapshot_id]
             for wanted in snapshots:
                 meta = listed.get(wanted.id)
                 if meta is None or self._loaded.get(meta.id) == revision(meta):
                     continue
                 rows = self._summary_of(meta)
+                if meta.id not in self._keys:
+                    self._keys[meta.id] = self._next_key
+                    self._next_key += 1
                 con.register("summary_rows", rows)
                 try:
                     # One transaction: a history running meanwhile sees the old rows or the new, never both.
                     con.begin()
-                    con.execute("DELETE FROM summaries WHERE snapshot = ?", [meta.id])
-                    con.execute(f"INSERT INTO summaries SELECT ? AS snapshot, {_COLUMNS} FROM summary_rows", [meta.id])
+                    con.execute("DELETE FROM summaries WHERE sid = ?", [self._keys[meta.id]])
+                    con.execute(f"INSERT INTO summaries SELECT ?, {_COLUMNS} FROM summary_rows", [self._keys[meta.id]])
                     con.commit()
                 finally:
                     con.unregister("summary_rows")
