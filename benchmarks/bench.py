@@ -15,6 +15,8 @@ For each N: a generated Hub (benchmarks/generate.py, cached in benchmarks/data/)
 5. HTTP at concurrency 32 over loopback: `hubcensus serve` (uvicorn) in one process, the load generator
    (benchmarks/loadgen.py) in another, on a cached query (and on /healthz, the floor of the stack);
 6. the API process's peak RSS with the snapshot plus ten older ones, after querying each;
+8. at the largest N: a store of 100 weekly snapshots growing from N/2 to N with weekly churn
+   (benchmarks/weekly.py): history across all of them, uncached, the API's peak RSS, disk per snapshot;
 
 and once per run: 7. ingest under a server-enforced rate limit (fixed windows, 429 + RateLimit), against the
 floor pages ÷ rate. Prints a table with PASS/MISS per target and writes benchmarks/results/<name>.json.
@@ -42,9 +44,19 @@ from benchmarks.generate import DEFAULT_SOURCE, Options, cached_or_generate
 from benchmarks.hubfile import prepare
 from benchmarks.modes import FULL, QUICK, Profile
 from benchmarks.processes import ROOT, api_server, http_get, hub_server, log, proc_memory, py_spy, run_child
-from benchmarks.report import MiB, checks, machine, markdown_table, rate_rows, render_table, size_rows
+from benchmarks.report import (
+    MiB,
+    checks,
+    machine,
+    markdown_table,
+    rate_rows,
+    render_table,
+    size_rows,
+    weekly_rows,
+)
 from benchmarks.routes import bench_queries
 from benchmarks.store import build_store
+from benchmarks.weekly import bench_weekly
 from hubcensus.queries.datadir import DB_NAME, Layout
 
 BENCH_DIR = ROOT / "benchmarks"
@@ -231,6 +243,10 @@ def bench_size(n: int, prof: Profile, source: Path, seed: int, profile_dir: Path
         f"p99 {r['http']['cached_share']['p99_ms']:.1f} ms;"
         f" API peak RSS {r['http']['memory']['VmHWM'] / MiB:,.0f} MiB"
     )
+    if prof.weekly_snapshots and n == max(prof.sizes):
+        log(f"N={n:,}: history across {prof.weekly_snapshots} weekly snapshots ({n // 2:,} -> {n:,} models)")
+        r["weekly"] = bench_weekly(Layout(store).db(ids[0]), run_dir, prof.weekly_snapshots)
+    shutil.rmtree(store, ignore_errors=True)
     return r
 
 
@@ -270,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"rate-limited ingest ({variant}): {prof.rl_models:,} models, {prof.rl_quota}/{prof.rl_window:g}s")
             rate.append(bench_rate_limited(gz, run_dir, prof, variant))
             log(f"  {rate[-1]['seconds']:.1f} s vs floor {rate[-1]['floor_s']:.1f} s")
-    rows = [row for n, r in size_results.items() for row in size_rows(n, r)] + rate_rows(rate)
+    rows = [row for n, r in size_results.items() for row in size_rows(n, r)]
+    rows += [row for n, r in size_results.items() if "weekly" in r for row in weekly_rows(n, r["weekly"])]
+    rows += rate_rows(rate)
     regression = checks(size_results, rate)
     result = {
         "name": name,

@@ -21,6 +21,7 @@ class Profile:
     query_max_reps: int
     http_seconds: float
     older_snapshots: int
+    weekly_snapshots: int  # the history store (benchmarks/weekly.py), at the largest N; 0: none
     rl_models: int  # the rate-limited ingest
     rl_page_size: int
     rl_quota: int
@@ -38,6 +39,7 @@ FULL = Profile(
     query_max_reps=300,
     http_seconds=10.0,
     older_snapshots=10,
+    weekly_snapshots=100,
     rl_models=50_000,
     rl_page_size=100,
     rl_quota=100,
@@ -54,6 +56,7 @@ QUICK = Profile(
     query_max_reps=60,
     http_seconds=2.5,
     older_snapshots=10,
+    weekly_snapshots=100,
     rl_models=4_000,
     rl_page_size=50,
     rl_quota=20,

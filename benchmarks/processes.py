@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -62,13 +63,19 @@ def run_child(args: list[str], log_path: Path, profile_to: Path | None = None) -
 
 
 @contextlib.contextmanager
-def background(cmd: list[str], log_path: Path, ready: Callable[[subprocess.Popen[bytes]], str]) -> Iterator[Any]:
-    """A server process for the duration of the block; `ready` waits for it and returns its URL."""
+def background(
+    cmd: list[str],
+    log_path: Path,
+    ready: Callable[[subprocess.Popen[bytes]], str],
+    env: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """A server process for the duration of the block, with `env` added to ours; `ready` waits for it and
+    returns its URL."""
     err = log_path.open("ab")
     # Only a server that announces its URL on stdout gets a pipe: an unread pipe (uvicorn's access log)
     # would fill up and block the server.
     stdout = subprocess.PIPE if ready is _url_from_stdout else err
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=stdout, stderr=err)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=stdout, stderr=err, env={**os.environ, **(env or {})})
     try:
         url = ready(proc)
         yield proc, url
@@ -102,8 +109,10 @@ def http_get(url: str, timeout: float = 120.0) -> tuple[int, bytes]:
         return int(exc.code), exc.read()
 
 
-def api_server(data_dir: Path, log_path: Path) -> contextlib.AbstractContextManager[Any]:
-    """`hubcensus serve` (uvicorn, the product's own settings) on a free loopback port."""
+def api_server(
+    data_dir: Path, log_path: Path, env: dict[str, str] | None = None
+) -> contextlib.AbstractContextManager[Any]:
+    """`hubcensus serve` (uvicorn, the product's own settings, and `env`'s) on a free loopback port."""
     port = free_port()
     exe = Path(PY).parent / "hubcensus"
     head = [str(exe)] if exe.exists() else [PY, "-c", "from hubcensus.cli import main; main()"]
@@ -121,7 +130,7 @@ def api_server(data_dir: Path, log_path: Path) -> contextlib.AbstractContextMana
             time.sleep(0.2)
         raise RuntimeError("hubcensus serve did not become ready")
 
-    return background(cmd, log_path, ready)
+    return background(cmd, log_path, ready, env)
 
 
 def proc_memory(pid: int) -> dict[str, int]:

@@ -120,6 +120,58 @@ def size_rows(n: int, r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def weekly_rows(n: int, w: dict[str, Any]) -> list[Row]:
+    """The history across a store of weekly snapshots (benchmarks/weekly.py), and what years of them cost."""
+    sec = f"N={n:,}, {w['weeks']} weekly"
+    whole_hub = n >= 2_000_000
+    disk, h, mem = w["disk"], w["history"], w["memory"]
+    rows = [
+        Row(
+            sec,
+            "store built by SQL",
+            f"{w['build_s']:.0f} s ({w['models']['first']:,} -> {w['models']['last']:,} models)",
+        ),
+        Row(
+            sec,
+            "disk per snapshot",
+            f"{disk['mean_bytes'] / MB:,.1f} MB mean, {disk['last']['bytes'] / MB:,.1f} MB newest "
+            f"({disk['bytes_per_model']:.0f} B/model); summary {disk['summary_mean_bytes'] / 1e3:,.1f} kB",
+            "reported",
+        ),
+        Row(sec, "disk, whole store", f"{disk['total_bytes'] / 1e9:,.2f} GB"),
+        Row(
+            sec,
+            f"history across {w['weeks']}, uncached",
+            f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms (first, loading the summaries: "
+            f"{w['history_first_ms']:.0f} ms)",
+            "p50 ≤ 100 ms" + ("" if whole_hub else " (at 2M)"),
+            h["p50_ms"] <= 100 if whole_hub else None,
+        ),
+        Row(sec, "  by task", f"p50 {w['history_by_task']['p50_ms']:.1f} ms"),
+        Row(sec, "  from the model tables (min_downloads)", f"{w['history_models_ms']:,.0f} ms (one request)"),
+        Row(sec, "/v1/snapshots", f"p50 {w['snapshots_list']['p50_ms']:.1f} ms"),
+        Row(sec, f"share on {w['shares']['n']} of them", f"p50 {w['shares']['p50_ms']:.1f} ms (attach included)"),
+        Row(
+            sec,
+            "API peak RSS",
+            f"{_fmt_bytes(mem['VmHWM'])} (after the model-table history: "
+            f"{_fmt_bytes(w['memory_after_fallback']['VmHWM'])})",
+            "≤ 1.5 GiB",
+            mem["VmHWM"] <= 1.5 * GiB,
+        ),
+    ]
+    year = w["year"]
+    rows.append(
+        Row(
+            sec,
+            "a year of snapshots at this size",
+            f"weekly {year['weekly_year'] / 1e9:,.1f} GB, daily {year['daily_year'] / 1e9:,.1f} GB "
+            f"({year['snapshot'] / MB:,.0f} MB each)",
+        )
+    )
+    return rows
+
+
 def _phases(r: dict[str, Any]) -> str:
     if "peak_rss_publish_bytes" not in r:
         return ""

@@ -22,6 +22,7 @@ def build_store(snapshot_dir: Path, store: Path, older: int) -> list[str]:
 
     from hubcensus.queries.frameworks import CLASSIFIER_VERSION, mask_sql
     from hubcensus.queries.sql import sql_path
+    from hubcensus.queries.summary import publish_with
 
     shutil.rmtree(store, ignore_errors=True)
     latest = read_meta(snapshot_dir)
@@ -65,6 +66,7 @@ def build_store(snapshot_dir: Path, store: Path, older: int) -> list[str]:
                 classifier_version=CLASSIFIER_VERSION,
                 published_at=datetime.now(UTC),
             )
+            meta = publish_with(con, build, meta, "models")  # its summary, as the product's writer makes it
             con.execute("CREATE TABLE meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
             con.execute("DETACH s")
             con.execute("CHECKPOINT")

@@ -1,4 +1,4 @@
-"""The `hubcensus` command: ingest, import, list and delete snapshots, reclassify, query, serve, demo, worker.
+"""The `hubcensus` command: ingest, import, list, delete and prune snapshots, reclassify, query, serve, demo, worker.
 
 Each command is here; what they print is display.py, how options become Settings options.py, the named
 queries client.py, serving serving.py, logging logs.py.
@@ -209,6 +209,53 @@ def delete(
     except SnapshotNotFound:
         fail(f"snapshot {meta.id} was removed meanwhile; nothing deleted")
     out.print(f"deleted {what}", highlight=False)
+
+
+@app.command()
+def prune(
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Thin the snapshots of this source: as `hubcensus snapshots` lists it, or a repository that "
+            "covers it (hf://datasets/ORG/NAME covers the files read from it)."
+        ),
+    ],
+    keep_daily: Annotated[int, typer.Option(min=0, help="Keep the newest snapshot of each of the last N days.")] = 0,
+    keep_weekly: Annotated[int, typer.Option(min=0, help="… of each of the last N ISO weeks.")] = 0,
+    keep_monthly: Annotated[int, typer.Option(min=0, help="… of each of the last N months.")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; required when not on a terminal.")] = False,
+    data_dir: DataDirOpt = DATA_DIR,
+) -> None:
+    """Thin one source's snapshots by retention (e.g. backfilled history: weekly for two years, monthly before).
+
+    Other sources' snapshots are never touched, and the source's newest snapshot always stays.
+    """
+    from hubcensus.ingest.worker import Retention, prune_source
+    from hubcensus.queries.history import matches_source
+
+    retention = Retention(daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly)
+    if not retention.enabled:
+        fail("give at least one of --keep-daily, --keep-weekly, --keep-monthly (all 0 would keep everything)")
+    settings = options.settings(data_dir=data_dir)
+    listed = SnapshotStore(existing(settings.data_dir)).snapshots()
+    mine = [m for m in listed if matches_source(m.source, source)]
+    if not mine:
+        known = sorted({redact_url(m.source) for m in listed})
+        fail(f"no snapshot has the source {redact_url(source)!r}; sources: {', '.join(known) or 'none'}")
+    doomed = prune_source(settings.data_dir, retention, source, dry_run=True)
+    what = f"{len(doomed)} of the {len(mine)} snapshots of {redact_url(source)}"
+    if dry_run or not doomed:
+        print_snapshots(doomed)
+        out.print(f"would remove {what}" if doomed else f"retention keeps all {len(mine)} snapshots", highlight=False)
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"not removing {what} without confirmation: stdin is not a terminal; pass --yes (or --dry-run)")
+        if not typer.confirm(f"remove {what}?"):
+            fail("nothing removed")
+    removed = prune_source(settings.data_dir, retention, source)
+    out.print(f"removed {len(removed)} of the {len(mine)} snapshots of {redact_url(source)}", highlight=False)
 
 
 @app.command("reclassify")

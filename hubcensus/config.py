@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     query_memory_mb: int = Field(
         1024, ge=64, description="Memory DuckDB may use for queries and cached data, all snapshots together, in MiB."
     )
+    max_attached: int = Field(
+        16, ge=2, le=1024, description="Snapshots the API keeps open at most (the least recently used is closed)."
+    )
     admin_token: SecretStr | None = Field(None, description="Enables POST/DELETE /v1/snapshots; required as Bearer.")
     seed_bundled: bool = Field(
         False, description="The worker imports the bundled 2022-02-21 crawl when the store has no snapshot."

@@ -23,6 +23,7 @@ from hubcensus.queries.facts import WEIGHT_FILE
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS, classified_sql
 from hubcensus.queries.sql import sql_path
 from hubcensus.queries.store import SnapshotStore
+from hubcensus.queries.summary import publish_with
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def reclassify(data_dir: Path, snapshot_id: str, *, force: bool = False) -> Snap
                     ),
                 }
             )
+            # The summary of the new columns replaces the old one with the snapshot.
+            new = publish_with(con, work, new, "models")
             con.execute("CREATE TABLE meta AS SELECT ?::JSON AS meta", [new.model_dump_json()])
             con.execute("DETACH src")
         finally:

@@ -17,14 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from croniter import croniter
 
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
 from hubcensus.ingest.reclassify import outdated, reclassify_outdated
 from hubcensus.queries.control import pending_requests, take_requests, write_status
-from hubcensus.queries.datadir import SnapshotMeta, redact_url, remove_snapshot
+from hubcensus.queries.datadir import SnapshotMeta, SnapshotNotFound, redact_url, remove_snapshot
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
+from hubcensus.queries.history import matches_source
 from hubcensus.queries.store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,27 @@ def prune(data_dir: Path, retention: Retention, source: str) -> list[str]:
         removed.append(meta.id)
     if removed:
         log.info("retention removed %d snapshot(s): %s", len(removed), ", ".join(removed))
+    return removed
+
+
+def prune_source(data_dir: Path, retention: Retention, source: str, *, dry_run: bool = False) -> list[SnapshotMeta]:
+    """Thin the snapshots of one source (ingests, imports or backfilled ones alike) by retention: what it does not
+    keep is removed, newest first, and returned. Snapshots of other sources are never touched; the newest of
+    the source always stays. `source` is matched as `queries.history.matches_source` does (a repository
+    covers the files read from it). With `dry_run`, nothing is removed."""
+    selected = [m for m in SnapshotStore(data_dir).snapshots() if matches_source(m.source, source)]
+    doomed = to_prune(selected, retention)
+    if dry_run:
+        return doomed
+    removed = []
+    for meta in doomed:
+        try:
+            remove_snapshot(data_dir, meta.id)
+        except SnapshotNotFound:
+            continue  # removed meanwhile (DELETE, another prune): nothing left to do
+        removed.append(meta)
+    if removed:
+        log.info("retention removed %d snapshot(s) of %s", len(removed), redact_url(source))
     return removed
 
 
@@ -202,9 +225,23 @@ def _beat(data_dir: Path, every: float, done: threading.Event) -> None:
 
 
 def _bring_up_to_date(data_dir: Path) -> None:
-    """On upgrade: recompute the snapshots an older classifier computed, before the first run (no new crawl)."""
-    if not outdated(data_dir):
-        return
+    """On upgrade: recompute the snapshots an older classifier computed, and give a summary to those published
+    without one, before the first run (no new crawl)."""
+    if outdated(data_dir):
+        _reclassify_outdated(data_dir)
+    store = SnapshotStore(data_dir)
+    try:
+        done = store.summaries.prepare()
+    except (SnapshotNotFound, duckdb.Error) as exc:  # a snapshot removed meanwhile; the API computes what is left
+        log.warning("preparing the snapshots' summaries stopped: %s", exc)
+    else:
+        if done:
+            log.info("summarized %d snapshot(s) published without a summary", len(done))
+    finally:
+        store.close()
+
+
+def _reclassify_outdated(data_dir: Path) -> None:
     write_status(data_dir, state="reclassifying")
     try:
         done = reclassify_outdated(data_dir)

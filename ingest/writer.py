@@ -34,6 +34,7 @@ from hubcensus.queries.datadir import (
 from hubcensus.queries.facts import WEIGHT_FILE
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, classified_sql
 from hubcensus.queries.sql import sql_path
+from hubcensus.queries.summary import publish_with
 
 PROGRESS_EVERY_S = 0.25  # how often a long DuckDB statement's progress is read (SnapshotWriter.watch)
 
@@ -233,6 +234,8 @@ class SnapshotWriter(Staging):
             params=self.params,
             reader=self.reader,
         )
+        # Prepared once here, as the snapshot never changes: histories read this instead of the model table.
+        meta = publish_with(con, self._tmp, meta, "out.models")
         con.execute("CREATE TABLE out.meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
         con.execute("DETACH out")
         con.close()

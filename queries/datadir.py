@@ -5,6 +5,7 @@ API) share only this contract. Layout (docs/ARCHITECTURE.md explains the choice)
 
     DATA_DIR/snapshots/<id>/snapshot.duckdb   published snapshot, never written again
     DATA_DIR/snapshots/<id>/meta.json         what the snapshot records (SnapshotMeta)
+    DATA_DIR/snapshots/<id>/summary.parquet   its summary for history (queries.summary), with it or added later
     DATA_DIR/tmp/<name>/                      a work dir: a snapshot being written, with a held .lock file
     DATA_DIR/tmp/.lock                        held while a work dir is created and while tmp/ is cleaned
     DATA_DIR/resume/<key>/                    a resumable ingest's work dir, kept when the run fails
@@ -38,6 +39,7 @@ from pydantic import BaseModel, Field, field_validator
 SCHEMA_VERSION = 1
 DB_NAME = "snapshot.duckdb"
 META_NAME = "meta.json"
+SUMMARY_NAME = "summary.parquet"
 LOCK_NAME = ".lock"
 
 
@@ -59,6 +61,10 @@ class Layout:
     def db(self, snapshot_id: str) -> Path:
         """A published snapshot's DuckDB file."""
         return self.snapshot(snapshot_id) / DB_NAME
+
+    def summary(self, snapshot_id: str) -> Path:
+        """A published snapshot's summary file (queries.summary); older snapshots may lack it."""
+        return self.snapshot(snapshot_id) / SUMMARY_NAME
 
     @property
     def tmp(self) -> Path:
@@ -142,6 +148,11 @@ class SnapshotMeta(BaseModel):
     )
     reclassified: Reclassification | None = Field(
         None, description="Set when `hubcensus reclassify` recomputed the framework columns (the last time)."
+    )
+    summary_version: int | None = Field(
+        None,
+        description="The version of the summary (summary.parquet) published with the snapshot; null: published "
+        "without one (an older release), which readers then add.",
     )
     reader: Literal["duckdb", "duckdb+python", "python"] | None = Field(
         None,
@@ -248,7 +259,9 @@ def seal(directory: Path, meta: SnapshotMeta) -> None:
     """Write meta.json beside the snapshot's DuckDB file, and make both read-only and durable: the directory
     is then a complete snapshot, ready for `publish` or `replace`."""
     (directory / META_NAME).write_text(json.dumps(meta.model_dump(mode="json"), indent=2))
-    for name in (DB_NAME, META_NAME):
+    for name in (DB_NAME, META_NAME, SUMMARY_NAME):
+        if name == SUMMARY_NAME and not (directory / name).exists():
+            continue  # a snapshot without its summary is still complete: readers add the summary later
         # Read-only on disk too: a published snapshot is immutable, and tools should see that.
         (directory / name).chmod(0o444)
         fsync_path(directory / name)
@@ -300,6 +313,24 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         return False  # an old kernel, or a file system without RENAME_EXCHANGE
     raise OSError(err, os.strerror(err), str(b))
+
+
+def add_summary(data_dir: Path, snapshot_id: str, summary: Path) -> bool:
+    """Move a finished summary file into a published snapshot that was published without one (or with an
+    outdated one), with one rename: readers see no summary, or the whole file. False if the snapshot is gone.
+
+    The summary says which revision of the snapshot it was computed from (queries.summary), so one computed
+    from a copy that a reclassification replaced meanwhile is recognised as stale, never taken as current.
+    """
+    target = Layout(Path(data_dir)).summary(snapshot_id)
+    summary.chmod(0o444)
+    fsync_path(summary)
+    try:
+        os.rename(summary, target)
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # removed meanwhile (retention, DELETE)
+    fsync_path(target.parent)
+    return True
 
 
 def remove_snapshot(data_dir: Path, snapshot_id: str) -> None:

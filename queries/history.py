@@ -7,16 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
-from hubcensus.queries.buckets import bucket_columns, flatten
+from hubcensus.queries.buckets import bucket_columns, bucket_values, flatten
 from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.filters import METHOD_COLUMNS, ModelFilter, Weight, universe_of
 from hubcensus.queries.frameworks import FRAMEWORKS, METHODS, Framework, Method, combination_name
-from hubcensus.queries.share import GroupBy, framework_share, framework_total
+from hubcensus.queries.share import GroupBy, by_size, framework_share, framework_total
 from hubcensus.queries.sql import run
 from hubcensus.queries.store import SnapshotStore
+from hubcensus.queries.summary import answers_from_summary
 
 Change = Literal["added", "removed", "changed"]
 
@@ -33,8 +35,25 @@ def framework_history(
 ) -> pa.Table:
     """The share at each of `snapshots` (oldest first): one row per snapshot, or per snapshot and group.
 
-    Each snapshot is immutable, so a dashboard can draw one line per bucket column over `taken_at`.
+    Each snapshot is immutable, so a dashboard can draw one line per bucket column over `taken_at`. Read from
+    the snapshots' summaries (one small table, whatever the number of snapshots) unless a filter needs single
+    models (author, min_downloads, created_*, top: `answers_from_summary`); then from each model table.
     """
+    read = history_from_summaries if answers_from_summary(filters) else history_from_models
+    return read(store, snapshots, by=by, method=method, frameworks=frameworks, weight=weight, filters=filters)
+
+
+def history_from_models(
+    store: SnapshotStore,
+    snapshots: Sequence[SnapshotMeta],
+    *,
+    by: GroupBy | None = None,
+    method: Method = "inferred",
+    frameworks: Sequence[Framework] = FRAMEWORKS,
+    weight: Weight = "models",
+    filters: ModelFilter | None = None,
+) -> pa.Table:
+    """`framework_history` by querying each snapshot's model table: one scan per snapshot, any filter."""
     tables = []
     for meta in sorted(snapshots, key=lambda m: (m.taken_at, m.id)):
         with store.cursor(meta.id) as con:
@@ -53,12 +72,98 @@ def framework_history(
         rows = rows.add_column(0, "taken_at", pa.array([meta.taken_at] * n, pa.timestamp("us", tz="UTC")))
         tables.append(rows.add_column(0, "snapshot", pa.array([meta.id] * n, pa.string())))
     if not tables:
-        # No snapshot in range: no rows, but the same columns, so a feed's schema never depends on the data.
-        universe, _ = universe_of(frameworks)
-        keys = [("snapshot", pa.string()), ("taken_at", pa.timestamp("us", tz="UTC"))]
-        keys += [("group", pa.string())] if by is not None else []
-        return pa.schema([*keys, *bucket_columns(universe)]).empty_table()
+        return _empty_history(by, frameworks)
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _empty_history(by: GroupBy | None, frameworks: Sequence[Framework]) -> pa.Table:
+    # No snapshot in range: no rows, but the same columns, so a feed's schema never depends on the data.
+    universe, _ = universe_of(frameworks)
+    return pa.schema(_history_keys(by) + bucket_columns(universe)).empty_table()
+
+
+def _history_keys(by: GroupBy | None) -> list[tuple[str, pa.DataType]]:
+    keys = [("snapshot", pa.string()), ("taken_at", pa.timestamp("us", tz="UTC"))]
+    return keys + ([("group", pa.string())] if by is not None else [])
+
+
+# What a summary row sums for each weight, and the columns a history can group by (allow-lists).
+_SUMMARY_WEIGHT: dict[Weight, str] = {"models": "models", "downloads": "downloads", "likes": "likes"}
+_SUMMARY_GROUP: dict[GroupBy, str] = {"pipeline_tag": "pipeline_tag", "library_name": "library_name"}
+
+_SUMMARY_HISTORY_SQL = """SELECT sid, {key} AS key, {col} & $mask AS combo, sum({weight})::BIGINT AS n
+FROM summaries
+WHERE ($complete OR list_contains($sids::INTEGER[], sid))
+  AND {col} IS NOT NULL
+  AND ($pipeline_tag IS NULL OR pipeline_tag = $pipeline_tag)
+  AND ($library_name IS NULL OR library_name = $library_name)
+GROUP BY ALL
+"""
+
+
+def history_from_summaries(
+    store: SnapshotStore,
+    snapshots: Sequence[SnapshotMeta],
+    *,
+    by: GroupBy | None = None,
+    method: Method = "inferred",
+    frameworks: Sequence[Framework] = FRAMEWORKS,
+    weight: Weight = "models",
+    filters: ModelFilter | None = None,
+) -> pa.Table:
+    """`framework_history` from the snapshots' summaries: one grouped query over a few thousand rows per snapshot,
+    no model table read. Filters beyond task and library are refused (ValueError): use `history_from_models`."""
+    if not answers_from_summary(filters):
+        raise ValueError("a summary answers no filter on single models (author, min_downloads, created_*, top)")
+    ordered = sorted(snapshots, key=lambda m: (m.taken_at, m.id))
+    if not ordered:
+        return _empty_history(by, frameworks)
+    universe, mask = universe_of(frameworks)
+    flt = filters or ModelFilter()
+    sql = _SUMMARY_HISTORY_SQL.format(
+        key="NULL" if by is None else _SUMMARY_GROUP[by], col=METHOD_COLUMNS[method], weight=_SUMMARY_WEIGHT[weight]
+    )
+    with store.summaries.cursor(ordered) as loaded:
+        params = {
+            "complete": loaded.complete,
+            "sids": list(loaded.keys.values()),
+            "mask": mask,
+            "pipeline_tag": flt.pipeline_tag,
+            "library_name": flt.library_name,
+        }
+        combos = run(loaded.con, sql, params).to_pylist()
+    # A snapshot removed since the listing was read has no point (as it has no longer a model table).
+    present = [m for m in ordered if m.id in loaded.keys]
+    snapshot_of = {loaded.keys[m.id]: m.id for m in present}
+    counts: dict[str, dict[str | None, dict[int, int]]] = {m.id: {} for m in present}
+    for row in combos:
+        if row["sid"] not in snapshot_of:
+            continue  # loaded meanwhile by another request
+        per_combo = counts[snapshot_of[row["sid"]]].setdefault(row["key"], {})
+        per_combo[row["combo"]] = per_combo.get(row["combo"], 0) + row["n"]
+    out: list[dict[str, Any]] = []
+    for meta in present:
+        point = {"snapshot": meta.id, "taken_at": meta.taken_at}
+        if by is None:
+            # One row per snapshot, zeros included, as a total over no model is still a point of the series.
+            out.append({**point, **bucket_values(counts[meta.id].get(None, {}), universe)})
+            continue
+        groups = [{"group": g, **bucket_values(c, universe)} for g, c in counts[meta.id].items()]
+        out += [{**point, **g} for g in sorted(groups, key=by_size)]
+    return pa.Table.from_pylist(out, schema=pa.schema(_history_keys(by) + bucket_columns(universe)))
+
+
+def matches_source(recorded: str, wanted: str) -> bool:
+    """Whether a snapshot's recorded source is `wanted`, or lies under it (`wanted` then `/` or `@`): the
+    repository `hf://datasets/org/name` covers the files and revisions read from it. Credentials are ignored."""
+    recorded, wanted = _bare(recorded), _bare(wanted)
+    return recorded == wanted or recorded.startswith((wanted + "/", wanted + "@"))
+
+
+def _bare(url: str) -> str:
+    # Without `user:password@` (redacted or not) and a trailing slash: the same endpoint whatever the credentials.
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
 
 
 def _catalogs(store: SnapshotStore, a: str, b: str) -> dict[str, str]:
@@ -83,7 +188,7 @@ def diff_counts(store: SnapshotStore, a: str, b: str, frameworks: Sequence[Frame
     changed = ",\n    ".join(
         f"count_if(a.{col} & $mask <> b.{col} & $mask)::BIGINT AS changed_{m}" for m, col in METHOD_COLUMNS.items()
     )
-    with store.cursor(b) as con:
+    with store.cursor(b, also=(a,)) as con:
         sql = _DIFF_COUNTS_SQL.format(changed=changed, **_catalogs(store, a, b))
         row = run(con, sql, {"mask": mask}).to_pylist()[0]
     return {
@@ -125,7 +230,7 @@ def diff_models(
 ) -> pa.Table:
     """The models behind a diff count, by id, with their framework sets before and after."""
     _, mask = universe_of(frameworks)
-    with store.cursor(b) as con:
+    with store.cursor(b, also=(a,)) as con:
         sql = _DIFF_MODELS_SQL.format(col=METHOD_COLUMNS[method], **_catalogs(store, a, b))
         rows = run(con, sql, {"mask": mask, "change": change, "limit": limit, "offset": offset})
     before = [_combo_or_none(m) for m in rows.column("before_mask").to_pylist()]

@@ -59,8 +59,8 @@ GROUP BY ALL
 """
 
 
-def _by_size(row: dict[str, Any]) -> tuple[int, bool, str]:
-    # Largest first; ties by name so the order is reproducible; the null group last.
+def by_size(row: dict[str, Any]) -> tuple[int, bool, str]:
+    """The order of a share's groups: largest first; ties by name so the order is reproducible; null last."""
     return (-row["models"], row["group"] is None, row["group"] or "")
 
 
@@ -87,7 +87,7 @@ def framework_share(
     cte, params = selected_cte(filters)
     combos = run(con, _combo_sql(_GROUP_COLUMNS[by], method, weight, cte), {**params, "mask": mask})
     combos = combos.rename_columns(["group", "combo", "n"])
-    rows = bucketize(combos, [("group", pa.string())], universe, sort_key=_by_size)
+    rows = bucketize(combos, [("group", pa.string())], universe, sort_key=by_size)
     return ShareResult(method, by, universe, weight, total_of(combos, universe), rows)
 
 

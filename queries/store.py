@@ -12,13 +12,14 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
 
 from hubcensus.queries.datadir import Layout, SnapshotMeta, SnapshotNotFound, read_meta
 from hubcensus.queries.sql import sql_path
+from hubcensus.queries.summary import SummaryIndex
 
 
 class SnapshotStore:
@@ -27,17 +28,26 @@ class SnapshotStore:
     Every snapshot is ATTACHed read-only to one in-memory DuckDB instance: one buffer pool and one
     thread pool for the process, however many snapshots are queried (one instance per snapshot cost
     about 100 MiB each at 2M models), and a diff joins two attached snapshots without opening files.
+    At most `max_attached` snapshots stay attached: past that, the least recently used one that no
+    request is reading is detached (its file closed, its cached blocks freed), so a store of hundreds of
+    snapshots never holds hundreds of files. Histories read the snapshots' summaries (`summaries`).
     """
 
-    def __init__(self, data_dir: Path, *, memory_limit_bytes: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, memory_limit_bytes: int | None = None, max_attached: int | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self._memory_limit = memory_limit_bytes
+        self._max_attached = max_attached or MAX_ATTACHED
         self.layout = Layout(self.data_dir)
+        self.summaries = SummaryIndex(self)
         self._lock = threading.Lock()
         self._listing_key: tuple[int, int] | None = None
         self._listing: list[SnapshotMeta] = []
         self._db: duckdb.DuckDBPyConnection | None = None
-        self._catalogs: dict[str, str] = {}  # snapshot id -> the quoted name it is attached under
+        # snapshot id -> the quoted name it is attached under, least recently used first
+        self._catalogs: dict[str, str] = {}
+        self._borrowed: dict[str, int] = {}  # quoted name -> cursors in use on it (never detached meanwhile)
         self._retired: dict[str, float] = {}  # quoted name -> when its snapshot left the listing
         self._idle: dict[str, list[duckdb.DuckDBPyConnection]] = {}  # quoted name -> cursors for reuse
 
@@ -93,29 +103,67 @@ class SnapshotStore:
             return self._attach(snapshot_id)
 
     @contextlib.contextmanager
-    def cursor(self, snapshot_id: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    def cursor(self, snapshot_id: str, *, also: Sequence[str] = ()) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only cursor whose default catalog is the snapshot, for one thread, within the block.
 
-        Cursors are kept for reuse per snapshot: pointing a new one at its catalog (`USE`) costs about
-        60 us, a tenth of a cached answer.
+        The snapshots in `also` stay attached within the block too, for a query that joins them (their
+        names: `catalog`). Cursors are kept for reuse per snapshot: pointing a new one at its catalog
+        (`USE`) costs about 60 us, a tenth of a cached answer.
         """
         with self._lock:
-            name = self._attach(snapshot_id)
+            # Each is marked in use as soon as it is attached, so attaching the next cannot detach it.
+            names: list[str] = []
+            try:
+                for sid in (snapshot_id, *also):
+                    names.append(self._attach(sid))
+                    self._borrowed[names[-1]] = self._borrowed.get(names[-1], 0) + 1
+            except BaseException:
+                self._release(names)
+                raise
+            name = names[0]
             idle = self._idle.setdefault(name, [])
             cursor = idle.pop() if idle else None
-        if cursor is None:
+        try:
+            if cursor is None:
+                cursor = self._instance().cursor()
+                cursor.execute(f"USE {name}")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.close()  # it may hold a half-read or interrupted result: never reuse it
+                cursor = None
+                raise
+        finally:
+            with self._lock:
+                self._release(names)
+                if cursor is not None and self._catalogs.get(snapshot_id) == name and len(idle) < MAX_IDLE_CURSORS:
+                    idle.append(cursor)
+                    cursor = None
+                self._evict()  # over the bound while every attached snapshot was in use: back within it now
+            if cursor is not None:
+                cursor.close()
+
+    def _release(self, names: list[str]) -> None:
+        # Called with the lock held: the cursors borrowed on these catalogs are handed back.
+        for n in names:
+            self._borrowed[n] -= 1
+            if not self._borrowed[n]:
+                del self._borrowed[n]
+
+    @contextlib.contextmanager
+    def own_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the instance's own in-memory catalog (no snapshot), for tables the store keeps."""
+        with self._lock:
             cursor = self._instance().cursor()
-            cursor.execute(f"USE {name}")
         try:
             yield cursor
-        except BaseException:
-            cursor.close()  # it may hold a half-read or interrupted result: never reuse it
-            raise
+        finally:
+            cursor.close()
+
+    def attached(self) -> list[str]:
+        """The ids of the snapshots attached now, least recently used first (retired ones not counted)."""
         with self._lock:
-            if self._catalogs.get(snapshot_id) == name and len(idle) < MAX_IDLE_CURSORS:
-                idle.append(cursor)
-                return
-        cursor.close()
+            return list(self._catalogs)
 
     def _instance(self) -> duckdb.DuckDBPyConnection:
         if self._db is None:
@@ -130,8 +178,10 @@ class SnapshotStore:
     def _attach(self, snapshot_id: str) -> str:
         # Called with the lock held.
         self._detach_retired()
-        name = self._catalogs.get(snapshot_id)
-        if name is None:
+        name = self._catalogs.pop(snapshot_id, None)
+        if name is not None:
+            self._catalogs[snapshot_id] = name  # now the most recently used
+        else:
             path = self.path_of(snapshot_id)
             if not path.exists():
                 raise SnapshotNotFound(snapshot_id)
@@ -139,18 +189,32 @@ class SnapshotStore:
             name = '"snap_' + re.sub(r"[^0-9A-Za-z_]", "_", snapshot_id) + "_" + secrets.token_hex(2) + '"'
             self._instance().execute(f"ATTACH {sql_path(path)} AS {name} (READ_ONLY)")
             self._catalogs[snapshot_id] = name
+            self._evict()
         return name
+
+    def _evict(self) -> None:
+        # Called with the lock held: detach the least recently used snapshots no request is reading until at
+        # most max_attached are attached (the one just attached is in use or the most recent: never taken).
+        while len(self._catalogs) > self._max_attached:
+            victim = next((sid for sid, name in self._catalogs.items() if name not in self._borrowed), None)
+            if victim is None or victim == next(reversed(self._catalogs)):
+                return  # every one is in use: over the bound until they are handed back
+            self._detach(self._catalogs.pop(victim))
+
+    def _detach(self, name: str) -> None:
+        for cursor in self._idle.pop(name, []):
+            cursor.close()
+        if self._db is not None:
+            with contextlib.suppress(duckdb.Error):
+                self._db.execute(f"DETACH {name}")
 
     def _detach_retired(self) -> None:
         # A removed snapshot stays attached for a grace period, so requests that already hold a cursor
         # on it finish; then it is detached, which closes the file and lets the disk space go.
         now = time.monotonic()
         for name, since in list(self._retired.items()):
-            if now - since >= RETIRED_GRACE_S and self._db is not None:
-                for cursor in self._idle.pop(name, []):
-                    cursor.close()
-                with contextlib.suppress(duckdb.Error):
-                    self._db.execute(f"DETACH {name}")
+            if now - since >= RETIRED_GRACE_S and name not in self._borrowed:
+                self._detach(name)
                 del self._retired[name]
 
     def close(self) -> None:
@@ -162,10 +226,14 @@ class SnapshotStore:
             self._catalogs.clear()
             self._retired.clear()
             self._idle.clear()
+        self.summaries.reset()
 
 
 # How long a snapshot removed from the listing stays attached: longer than any query may run.
 RETIRED_GRACE_S = 300.0
+# Snapshots kept attached at most (HUBCENSUS_MAX_ATTACHED): more than a dashboard and a diff use at once, and
+# far fewer files than a store of years holds.
+MAX_ATTACHED = 16
 # Idle cursors kept per snapshot: about the most requests served at once (the thread pool's 40).
 MAX_IDLE_CURSORS = 48
 

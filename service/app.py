@@ -27,8 +27,9 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the API over the snapshot store in `settings.data_dir` (read-only; never waits on a writer).
 
     Of the settings it takes `query_timeout` (each query's bound, 504 past it), `cache_mb` (the rendered-answer
-    cache), `query_memory_mb` (DuckDB's memory over all snapshots) and `admin_token` (the admin routes are off
-    without it). Tests and benchmarks override a few: `create_app(Settings(data_dir=path, cache_mb=0))`.
+    cache), `query_memory_mb` (DuckDB's memory over all snapshots), `max_attached` (snapshots kept open) and
+    `admin_token` (the admin routes are off without it). Tests and benchmarks override a few:
+    `create_app(Settings(data_dir=path, cache_mb=0))`.
     """
     # FastAPIOffline serves the /docs and /redoc assets itself: no CDN, so the docs work offline.
     app = FastAPIOffline(
@@ -37,7 +38,9 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         dependencies=[Depends(reject_unknown_parameters)],
     )
-    app.state.store = SnapshotStore(settings.data_dir, memory_limit_bytes=settings.query_memory_mb * 2**20)
+    app.state.store = SnapshotStore(
+        settings.data_dir, memory_limit_bytes=settings.query_memory_mb * 2**20, max_attached=settings.max_attached
+    )
     app.state.answer_cache = AnswerCache(settings.cache_mb * 2**20)
     app.state.admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.metrics = Metrics()

@@ -132,7 +132,7 @@ def test_published_snapshot_is_read_only_and_complete(demo_data_dir: Path) -> No
     store = SnapshotStore(demo_data_dir)
     meta = store.get()
     folder = store.path_of(meta.id).parent
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "snapshot.duckdb"]
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "snapshot.duckdb", "summary.parquet"]
     for path in folder.iterdir():
         assert path.stat().st_mode & 0o222 == 0
     with store.cursor(meta.id) as con:

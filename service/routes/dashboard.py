@@ -29,6 +29,7 @@ from hubcensus.service.deps import StoreDep, lookup_snapshot
 from hubcensus.service.formats import dumps_json
 from hubcensus.service.html import HtmlErrorRoute, templates
 from hubcensus.service.openapi import ERROR_RESPONSES, TIMEOUT_RESPONSE, json_errors
+from hubcensus.service.routes.frameworks import select_source
 
 METHOD_LABELS: list[tuple[Method, str]] = [
     ("inferred", "inferred (tags, files, library, config)"),
@@ -42,6 +43,7 @@ VIEW_LABELS: list[tuple[View, str]] = [
     ("count", "model counts, none included"),
 ]
 TABLE_FORMATS = ["json", "csv", "parquet"]
+MAX_SOURCES = 50  # sources offered in the form's list
 CHART_FORMATS = ["svg", "png", "vl"]
 
 router = APIRouter(tags=["dashboard"], route_class=HtmlErrorRoute)
@@ -49,13 +51,15 @@ router = APIRouter(tags=["dashboard"], route_class=HtmlErrorRoute)
 
 @dataclass(frozen=True)
 class Choices:
-    """What the reader chose: a snapshot, a method, a grouping, the frameworks compared and a view."""
+    """What the reader chose: a snapshot, a method, a grouping, the frameworks compared, a view, and the source
+    the history keeps to (None: every snapshot)."""
 
     meta: SnapshotMeta
     method: Method
     by: GroupBy
     frameworks: list[Framework]
     view: View
+    source: str | None = None
 
 
 @router.get("/", response_class=HTMLResponse, responses=json_errors({**ERROR_RESPONSES, **TIMEOUT_RESPONSE}))
@@ -69,13 +73,23 @@ def read_dashboard(
     view: Annotated[
         View, Query(description="`percent` of the models with a framework (default), or model `count`s.")
     ] = "percent",
+    source: Annotated[
+        str | None,
+        Query(
+            max_length=500,
+            description="The history keeps to the snapshots of this source (or of a repository covering it).",
+        ),
+    ] = None,
 ) -> HTMLResponse:
     """The dashboard: share by task, trend, history and a table, each with links to its feeds."""
     meta = lookup_snapshot(store, snapshot)
-    choices = Choices(meta, method, by, [f for f in FRAMEWORKS if f in (fw or FRAMEWORKS)], view)
+    source = source or None  # the form's empty field: every source
+    choices = Choices(meta, method, by, [f for f in FRAMEWORKS if f in (fw or FRAMEWORKS)], view, source)
     snapshots = store.snapshots()
+    select_source(snapshots, source)  # an unknown source is an error before anything is drawn
     # The page depends only on immutable snapshots and these choices: render it once, serve it from cache.
-    material = [meta.id, method, by, choices.frameworks, view, [(m.id, m.classifier_version) for m in snapshots]]
+    listing = [(m.id, m.classifier_version) for m in snapshots]
+    material = [meta.id, method, by, choices.frameworks, view, source, listing]
     key = "dashboard:" + hashlib.sha256(dumps_json(material)).hexdigest()
     cache: AnswerCache = request.app.state.answer_cache
     cached = cache.get(key)
@@ -92,16 +106,21 @@ def _page(store: SnapshotStore, snapshots: Sequence[SnapshotMeta], c: Choices) -
         share = framework_share(cursor, by=c.by, method=c.method, frameworks=c.frameworks)
         trend = framework_trend(cursor, interval="month", method=c.method, frameworks=c.frameworks)
     has_dates = any(p != "unknown" for p in trend.rows.column("period").to_pylist())
-    not_comparable = breaks(snapshots)
+    history = select_source(list(snapshots), c.source)
+    not_comparable = breaks(history)
     # The chart panels, two to a row; a last one alone takes the whole row (and is drawn wide), so no row is
     # ever half empty: a snapshot without creation dates has no trend, a store of one snapshot no history.
-    panels = ["share", *(["trend"] if has_dates else []), *(["history"] if len(snapshots) >= 2 else [])]
+    panels = ["share", *(["trend"] if has_dates else []), *(["history"] if len(history) >= 2 else [])]
     wide = panels[-1] if len(panels) % 2 else None
     widths = {panel: WIDE_CHART_WIDTH if panel == wide else CHART_WIDTH for panel in panels}
-    svgs = _charts(store, snapshots, c, share, trend, not_comparable, widths)
+    svgs = _charts(store, history, c, share, trend, not_comparable, widths)
     return templates.get_template("dashboard.html").render(
         snapshot=c.meta,
         snapshots=snapshots,
+        history=history,
+        source=c.source or "",
+        # The sources to pick from, as recorded (a backfill records one per file: the form takes a prefix too).
+        sources=sorted({m.source for m in snapshots})[:MAX_SOURCES],
         methods=METHOD_LABELS,
         method=c.method,
         by=c.by,
@@ -154,7 +173,7 @@ def _feed_links(c: Choices) -> dict[str, list[tuple[str, str]]]:
     params: dict[str, Any] = {"snapshot": c.meta.id, "method": c.method, "frameworks": ",".join(c.frameworks)}
     share_params = {**params, "by": c.by}
     scale = {"scale": "count"} if c.view == "count" else {}
-    history_params = {k: v for k, v in params.items() if k != "snapshot"}
+    history_params = {k: v for k, v in params.items() if k != "snapshot"} | ({"source": c.source} if c.source else {})
     return {
         "share_links": _links("/v1/frameworks/share", share_params, TABLE_FORMATS)
         + _links("/v1/frameworks/share", {**share_params, **scale}, CHART_FORMATS),

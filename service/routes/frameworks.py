@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from hubcensus.queries.datadir import SnapshotMeta
-from hubcensus.queries.history import breaks, framework_history, resolve_range
+from hubcensus.queries.datadir import SnapshotMeta, redact_url
+from hubcensus.queries.history import breaks, framework_history, matches_source, resolve_range
 from hubcensus.queries.share import GroupBy, Interval, framework_share, framework_trend
+from hubcensus.queries.summary import answers_from_summary
 from hubcensus.service.answers import Answer, analysis_envelope, respond, respond_for_snapshot, snapshot_ref
 from hubcensus.service.charts.share import Scale, share_spec
 from hubcensus.service.charts.timelines import history_spec, trend_spec
@@ -115,17 +116,30 @@ def read_framework_history(
     by: Annotated[
         GroupBy | None, Query(description="Also split by this column (one row per snapshot and group).")
     ] = None,
+    source: Annotated[
+        str | None,
+        Query(
+            max_length=500,
+            description="Only the snapshots of this source (as each point's `source` says), or of a repository "
+            "that covers it: `hf://datasets/ORG/NAME` covers the files read from it. Sources differ in coverage "
+            "(a full crawl, a list of trending models): one source keeps the series comparable.",
+        ),
+    ] = None,
 ) -> Response:
     """The share at every snapshot in the range, oldest first: one line per bucket column over time.
 
-    `not_comparable` lists the consecutive snapshots whose shares are not one series (different coverage,
-    source or rules), with the reasons; the chart breaks its lines there.
+    Each point (`snapshots`) says its kind, source and model count; `not_comparable` lists the consecutive
+    snapshots whose shares are not one series (different coverage, source or rules), with the reasons; the
+    chart breaks its lines there. Read from each snapshot's summary (`computed_from: summaries`), except with a
+    filter on single models (author, min_downloads, created_after, created_before, top): then from every
+    snapshot's model table (`computed_from: models`), which is slower across many snapshots.
     """
     start, end = _utc(start), _utc(end)
     if start and end and start > end:
         raise InvalidParameterError("from must not be after to.")
-    snapshots = resolve_range(store.snapshots(), start, end)
-    query = normalized(analysis, flt, by=by, **{"from": start, "to": end})
+    snapshots = select_source(store.snapshots(), source)
+    snapshots = resolve_range(snapshots, start, end)
+    query = normalized(analysis, flt, by=by, source=source, **{"from": start, "to": end})
     snapshot_key = "history:" + ",".join(sorted(m.id for m in snapshots))
     # Each snapshot's classifier is part of the key: reclassifying one changes the history (and its ETag).
     classifiers = {m.id: m.classifier_version for m in snapshots}
@@ -147,6 +161,8 @@ def read_framework_history(
             "not_comparable": [b.as_json() for b in breaks(ordered)],
             **analysis_envelope(analysis, query),
             "by": by,
+            "source": source,
+            "computed_from": "summaries" if answers_from_summary(flt) else "models",
         }
         return Answer(rows, envelope, more)
 
@@ -160,6 +176,20 @@ def read_framework_history(
         immutable=False,
         chart=history_spec if by is None else None,
     )
+
+
+def select_source(snapshots: list[SnapshotMeta], source: str | None) -> list[SnapshotMeta]:
+    """The snapshots of `source` (all for None); a source no snapshot has is an error naming those there are."""
+    if source is None:
+        return snapshots
+    mine = [m for m in snapshots if matches_source(m.source, source)]
+    if not mine:
+        known = sorted({m.source for m in snapshots})
+        raise InvalidParameterError(
+            f"source: no snapshot has the source {redact_url(source)!r}; sources: {', '.join(known) or 'none'}.",
+            [{"parameter": "source", "in": "query", "message": "no snapshot has this source", "sources": known}],
+        )
+    return mine
 
 
 def _utc(value: datetime | None) -> datetime | None:
