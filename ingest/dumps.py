@@ -36,17 +36,22 @@ def import_dump(
     max_bad_share: float,
     on_progress: Callable[[Progress], None] | None = None,
     reader: Literal["auto", "python"] = "auto",
+    source: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> SnapshotMeta:
     """Import one dump file as a snapshot; fails, publishing nothing, if too many records are bad.
 
-    `reader` "auto" tries DuckDB's reader first; "python" forces the exact record-by-record one.
+    `reader` "auto" tries DuckDB's reader first; "python" forces the exact record-by-record one. `source` (default:
+    the file's name) and `params` are recorded in meta.json: a backfill names the archive version it read.
     """
     started = time.monotonic()
     with (
         DumpFile(path) as dump,
         bulk_gc(),
         storage_errors(str(path)),
-        SnapshotWriter(data_dir, taken_at=taken_at, source=path.name, kind="import") as writer,
+        SnapshotWriter(
+            data_dir, taken_at=taken_at, source=source or path.name, kind="import", params=params
+        ) as writer,
     ):
 
         def on_percent(percent: float) -> None:
