@@ -26,7 +26,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +48,8 @@ from hubcensus.ingest.dumpfile import DumpFile, read_dump
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import Cancelled, HubOptions, configure_http, split_userinfo
+from hubcensus.ingest.progress import BackfillProgress, BackfillResult
+from hubcensus.queries.control import HUB_DATASET
 from hubcensus.queries.datadir import SnapshotMeta, redact_url, work_dir
 from hubcensus.queries.store import SnapshotStore
 
@@ -94,42 +96,6 @@ class Version:
 
 
 @dataclass(frozen=True)
-class BackfillProgress:
-    """Where a backfill is: versions done of the total, the current one and its bytes read."""
-
-    done: int
-    total: int
-    skipped: int
-    failed: int
-    current: str | None = None
-    bytes_read: int = 0
-    bytes_total: int | None = None
-    published: SnapshotMeta | None = None  # set once, when the current version was published
-
-    def as_status(self) -> dict[str, Any]:
-        """The progress as `status.json` (and `GET /v1/status`) shows it."""
-        return {
-            "files_done": self.done,
-            "files_total": self.total,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "current_file": self.current,
-            "bytes_read": self.bytes_read,
-            "bytes_total": self.bytes_total,
-        }
-
-
-@dataclass
-class BackfillResult:
-    """What a run did: snapshots published, versions skipped as already there, versions that failed and why."""
-
-    published: list[SnapshotMeta] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    planned: int = 0
-
-
-@dataclass(frozen=True)
 class HubSource:
     """A dataset repo on the Hub, at a revision (a branch, tag or commit; default main)."""
 
@@ -137,12 +103,9 @@ class HubSource:
     revision: str | None = None
 
 
-_REPO = re.compile(r"^(?:hf://datasets/)?([A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@([^/]+))?/?$")
-
-
 def parse_source(source: str) -> HubSource | None:
     """`owner/name`, `owner/name@revision` or `hf://datasets/owner/name[@revision]` as a Hub source; None otherwise."""
-    match = _REPO.match(source)
+    match = HUB_DATASET.match(source)
     return HubSource(match.group(1), match.group(2)) if match else None
 
 
@@ -201,7 +164,9 @@ def _is_dump(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(DUMP_SUFFIXES)
 
 
-def plan_local(paths: Sequence[Path], *, date_pattern: str | None = None, taken_at: datetime | None = None) -> list[Version]:
+def plan_local(
+    paths: Sequence[Path], *, date_pattern: str | None = None, taken_at: datetime | None = None
+) -> list[Version]:
     """One version per date among the dump files given (folders: the dump files in them), dated by `taken_at` or by
     the named group `date` of `date_pattern` in each file's name. Files of one date are one version."""
     files: list[Path] = []
@@ -403,7 +368,7 @@ class _Hub:
                 parquet = pq.ParquetFile(counted)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise IngestError(f"{version.source}: not a readable Parquet file ({exc})") from exc
-            names = parquet.schema_arrow.names
+            names: list[str] = list(parquet.schema_arrow.names)
             columns = [c for c in READ_COLUMNS if c in names]
             schema = pa.schema([parquet.schema_arrow.field(c) for c in columns])
             try:
@@ -411,8 +376,6 @@ class _Hub:
                     for group in range(parquet.num_row_groups):
                         writer.write_table(parquet.read_row_group(group, columns=columns))
             except (pa.ArrowInvalid, OSError) as exc:
-                if isinstance(exc, httpx2.HTTPError | HfHubHTTPError):
-                    raise
                 raise IngestError(f"{version.source}: the Parquet file is damaged ({exc})") from exc
         return names
 
@@ -434,7 +397,7 @@ class _Hub:
             )
         on_bytes(path.stat().st_size)
         try:
-            names = pq.ParquetFile(path).schema_arrow.names
+            names: list[str] = list(pq.ParquetFile(path).schema_arrow.names)
         except (pa.ArrowInvalid, OSError) as exc:
             raise IngestError(f"{version.source}: not a readable Parquet file ({exc})") from exc
         return path, names
@@ -618,7 +581,12 @@ def _import_local_version(version: Version, data_dir: Path, max_bad_share: float
     with work_dir(data_dir, f"backfill-{secrets.token_hex(4)}") as folder:
         merged = _merge_files(version.files, folder / "merged.jsonl")
         return import_dump(
-            merged, data_dir, taken_at=version.taken_at, max_bad_share=max_bad_share, source=version.source, params=params
+            merged,
+            data_dir,
+            taken_at=version.taken_at,
+            max_bad_share=max_bad_share,
+            source=version.source,
+            params=params,
         )
 
 
@@ -628,4 +596,3 @@ def parse_day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise IngestError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-

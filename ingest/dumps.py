@@ -49,9 +49,7 @@ def import_dump(
         DumpFile(path) as dump,
         bulk_gc(),
         storage_errors(str(path)),
-        SnapshotWriter(
-            data_dir, taken_at=taken_at, source=source or path.name, kind="import", params=params
-        ) as writer,
+        SnapshotWriter(data_dir, taken_at=taken_at, source=source or path.name, kind="import", params=params) as writer,
     ):
 
         def on_percent(percent: float) -> None:

@@ -316,9 +316,7 @@ _RECORD_COLUMNS = (
 def hubstats_sql(week: date) -> str:
     """SQL reading API-shape JSON Lines records (the only parameter) as hub-stats' models.parquet of `week`: its
     columns and types, without the columns hub-stats did not have yet that week."""
-    base_models = (
-        "list_filter(tags, lambda t: starts_with(t, 'base_model:') AND len(string_split(t, ':')) = 3)"
-    )
+    base_models = "list_filter(tags, lambda t: starts_with(t, 'base_model:') AND len(string_split(t, ':')) = 3)"
     columns = [
         "substr(md5(mid), 1, 24) AS _id",
         "mid AS id",
