@@ -131,8 +131,8 @@ def report_backfill(result: BackfillResult) -> None:
         f"{len(result.failed)} failed, of {result.planned} versions",
         highlight=False,
     )
-    for source, reason in result.failed:
-        err.print(f"  failed: {escape(redact_url(source))}: {escape(reason)}", highlight=False)
+    for _, reason in result.failed:  # the reason starts with the version's source
+        err.print(f"  failed: {escape(reason)}", highlight=False)
 
 
 def print_snapshots(snapshots: Sequence[SnapshotMeta]) -> None:

@@ -77,8 +77,6 @@ DEFAULT_DATE_PATTERN = r"^(?P<date>\d{4}-\d{2}-\d{2})"
 DUMP_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".json.gz", ".jsonl.gz", ".ndjson.gz")
 # The Hub allows 5,000 resolver calls (file reads) per 5 minutes on a free token; stay a tenth under it.
 RESOLVE_RATE = 5000 / 300 * 0.9
-# Ranged reads: at least this much per request, so a file costs few resolver calls (pyarrow reads column chunks).
-BLOCK_SIZE = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -362,11 +360,14 @@ class _Hub:
         """Copy the columns a snapshot reads from the version's Parquet file into `out`, row group by row group,
         by ranged reads; returns the file's column names."""
         url = f"datasets/{version.repo}@{version.revision}/{version.path}"
-        with self.errors(version.source), self.fs.open(url, "rb", block_size=BLOCK_SIZE) as remote:
+        # No read-ahead cache: pyarrow asks for exactly the column chunks it needs, and pre_buffer merges those of a
+        # row group that lie close together into one read, so a request never carries a column nobody reads.
+        with self.errors(version.source), self.fs.open(url, "rb", cache_type="none") as remote:
             counted = _Counting(remote, on_bytes)
             try:
-                parquet = pq.ParquetFile(counted)
+                parquet = pq.ParquetFile(counted, pre_buffer=True)
             except (pa.ArrowInvalid, OSError) as exc:
+                counted.reraise()
                 raise IngestError(f"{version.source}: not a readable Parquet file ({exc})") from exc
             names: list[str] = list(parquet.schema_arrow.names)
             columns = [c for c in READ_COLUMNS if c in names]
@@ -376,6 +377,7 @@ class _Hub:
                     for group in range(parquet.num_row_groups):
                         writer.write_table(parquet.read_row_group(group, columns=columns))
             except (pa.ArrowInvalid, OSError) as exc:
+                counted.reraise()
                 raise IngestError(f"{version.source}: the Parquet file is damaged ({exc})") from exc
         return names
 
@@ -411,9 +413,20 @@ class _Counting:
         self.on_bytes = on_bytes
         self.total = 0
         self.closed = False
+        self.error: Exception | None = None
+
+    def reraise(self) -> None:
+        """Raise the client's error that made a read fail, if one did (a file gone, a fault past the retries)."""
+        if self.error is not None:
+            raise self.error
 
     def read(self, size: int = -1) -> bytes:
-        data: bytes = self.inner.read(size)
+        try:
+            data: bytes = self.inner.read(size)
+        except Exception as exc:
+            # pyarrow turns it into an OSError carrying only its text: kept, so that `reraise` can say what happened.
+            self.error = exc
+            raise
         self.total += len(data)
         self.on_bytes(self.total)
         return data
@@ -514,6 +527,9 @@ def backfill(
             continue
         result.published.append(meta)
         done[version.key] = meta.id
+        blob = meta.params["backfill"].get("blob")
+        if isinstance(blob, str):  # a later version with the same file (a commit that changed other files) is skipped
+            done[blob] = meta.id
         report(published=meta)
     report(done=len(versions), current=None, published=None)
     return result
