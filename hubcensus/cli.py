@@ -32,7 +32,7 @@ from hubcensus.display import (
     report_backfill,
     report_reclassified,
 )
-from hubcensus.ingest.backfill import Every, ReadMode
+from hubcensus.ingest.backfill import Every
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import ingest_hub
@@ -210,10 +210,6 @@ def backfill(
             help="Local files: the date of all of them (one snapshot), instead of dates in their names.",
         ),
     ] = None,
-    read: Annotated[
-        ReadMode,
-        typer.Option(help="Hub files: read only the needed columns by ranged requests, or download each file whole."),
-    ] = "ranged",
     endpoint: EndpointOpt = ENDPOINT,
     token: Annotated[
         str | None, setting("hf_token", "--token", help="Hub token; sent only to the endpoint, never shown.")
@@ -260,7 +256,6 @@ def backfill(
                 every=every,
                 date_pattern=date_pattern,
                 taken_at=when,
-                read=read,
                 max_bad_share=settings.max_bad_share,
                 on_progress=on_progress,
             )

@@ -10,8 +10,9 @@ Sources (docs/ARCHITECTURE.md, "Backfill"):
   one date are one snapshot.
 
 Each version is imported through the importer (`ingest.dumps.import_dump`), so a snapshot is what `hubcensus
-import` makes of the same data. A Hub file is read with only the columns a snapshot needs: by ranged reads through
-`HfFileSystem`, row group by row group, into a local Parquet file (or, `read="download"`, downloaded whole). Each
+import` makes of the same data. A Hub file is read with only the columns a snapshot needs, by ranged reads through
+`HfFileSystem`, batch by batch, into a local Parquet file (docs/PERFORMANCE.md, "Backfill", measures this against
+downloading the whole file first: faster, and within the memory bound where the download is not). Each
 version is its own snapshot, published whole or not at all; meta.json's `params.backfill.key` names the version,
 so a second run imports only what is missing, and a killed run leaves only a work dir, which the next removes.
 """
@@ -34,7 +35,7 @@ from typing import Any, Literal
 import httpx2
 import pyarrow as pa
 import pyarrow.parquet as pq
-from huggingface_hub import HfApi, HfFileSystem, hf_hub_download
+from huggingface_hub import HfApi, HfFileSystem
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -56,7 +57,6 @@ from hubcensus.queries.store import SnapshotStore
 log = logging.getLogger(__name__)
 
 Every = Literal["week", "month", "quarter"]
-ReadMode = Literal["ranged", "download"]
 
 # hub-stats' models.parquet columns, as public code reads them; a version records which of them it lacked.
 HUBSTATS_COLUMNS = (
@@ -75,6 +75,12 @@ WEEKLY_FILE = re.compile(r"^models/(\d{4}-\d{2}-\d{2})/models\.parquet$")
 HUBSTATS_FILE = "models.parquet"
 DEFAULT_DATE_PATTERN = r"^(?P<date>\d{4}-\d{2}-\d{2})"
 DUMP_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".json.gz", ".jsonl.gz", ".ndjson.gz")
+BATCH_ROWS = 32_768  # rows decoded at a time when projecting a Hub file; each is a row group of the local copy
+# The local copy's row groups are small enough for DuckDB to decode two at once within the writer's memory.
+PARQUET_THREADS = 2
+# The projected copy is read once, locally: LZ4 writes and reads faster than snappy (100k models: 0.72 s against
+# 1.10 s to project) and is a third the size of no compression.
+LOCAL_COMPRESSION = "lz4"
 # The Hub allows 5,000 resolver calls (file reads) per 5 minutes on a free token; stay a tenth under it.
 RESOLVE_RATE = 5000 / 300 * 0.9
 
@@ -373,36 +379,15 @@ class _Hub:
             columns = [c for c in READ_COLUMNS if c in names]
             schema = pa.schema([parquet.schema_arrow.field(c) for c in columns])
             try:
-                with pq.ParquetWriter(out, schema) as writer:
-                    for group in range(parquet.num_row_groups):
-                        writer.write_table(parquet.read_row_group(group, columns=columns))
+                with pq.ParquetWriter(out, schema, compression=LOCAL_COMPRESSION) as writer:
+                    # Batches, not whole row groups: hub-stats' row groups may hold a million rows, and decoded
+                    # they would not fit the memory bound; each batch is a row group of the local file.
+                    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+                        writer.write_batch(batch)
             except (pa.ArrowInvalid, OSError) as exc:
                 counted.reraise()
                 raise IngestError(f"{version.source}: the Parquet file is damaged ({exc})") from exc
         return names
-
-    def download(self, version: Version, folder: Path, on_bytes: Callable[[int], None]) -> tuple[Path, list[str]]:
-        """Download the version's file whole into `folder`; returns it and its column names."""
-        assert version.repo is not None
-        with self.errors(version.source):
-            path = Path(
-                hf_hub_download(
-                    version.repo,
-                    version.path,
-                    repo_type="dataset",
-                    revision=version.revision,
-                    local_dir=folder,
-                    endpoint=self.endpoint,
-                    token=self.token,
-                    library_name="hubcensus",
-                )
-            )
-        on_bytes(path.stat().st_size)
-        try:
-            names: list[str] = list(pq.ParquetFile(path).schema_arrow.names)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise IngestError(f"{version.source}: not a readable Parquet file ({exc})") from exc
-        return path, names
 
 
 class _Counting:
@@ -469,7 +454,6 @@ def backfill(
     every: Every | None = None,
     date_pattern: str | None = None,
     taken_at: datetime | None = None,
-    read: ReadMode = "ranged",
     max_bad_share: float = 0.05,
     resolve_rate: float = RESOLVE_RATE,
     on_progress: Callable[[BackfillProgress], None] | None = None,
@@ -511,7 +495,7 @@ def backfill(
             continue
         try:
             if hub is not None:
-                meta = _import_hub_version(hub, version, data_dir, read, max_bad_share, done, report)
+                meta = _import_hub_version(hub, version, data_dir, max_bad_share, done, report)
             else:
                 meta = _import_local_version(version, data_dir, max_bad_share)
         except Cancelled:
@@ -539,7 +523,6 @@ def _import_hub_version(
     hub: _Hub,
     version: Version,
     data_dir: Path,
-    read: ReadMode,
     max_bad_share: float,
     done: dict[str, str],
     report: Callable[..., None],
@@ -554,11 +537,8 @@ def _import_hub_version(
     started = time.monotonic()
     # A work dir under tmp/: a killed run leaves it unlocked, and the next writer's clean_tmp removes it.
     with work_dir(data_dir, f"backfill-{secrets.token_hex(4)}") as folder:
-        if read == "ranged":
-            local = folder / "models.parquet"
-            names = hub.project(version, local, lambda n: report(bytes_read=n))
-        else:
-            local, names = hub.download(version, folder / "download", lambda n: report(bytes_read=n))
+        local = folder / "models.parquet"
+        names = hub.project(version, local, lambda n: report(bytes_read=n))
         fetched_s = round(time.monotonic() - started, 3)
         params = {
             "backfill": {
@@ -567,7 +547,6 @@ def _import_hub_version(
                 "repo": version.repo,
                 "revision": version.revision,
                 "path": version.path,
-                "read": read,
                 "fetch_s": fetched_s,
             },
             "missing_columns": [c for c in HUBSTATS_COLUMNS if c not in names],
@@ -580,6 +559,7 @@ def _import_hub_version(
             max_bad_share=max_bad_share,
             source=version.source,
             params=params,
+            parquet_threads=PARQUET_THREADS,
         )
 
 

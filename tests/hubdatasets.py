@@ -372,3 +372,37 @@ def hubstats_bytes(records: Iterable[dict[str, Any]], week: date, row_group_size
             for record in records:
                 stream.write(json.dumps(record) + "\n")
         return write_hubstats(jsonl, Path(folder) / "models.parquet", week, row_group_size).read_bytes()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve one Parquet file as a weekly archive's week (`models/<week>/models.parquet`) until SIGTERM; prints the
+    base URL on stdout when ready (the benchmark's loopback Hub)."""
+    import argparse
+    import signal
+    import sys
+    import threading
+
+    from tests.hubserver import HubServer
+
+    parser = argparse.ArgumentParser(prog="python -m tests.hubdatasets", description=main.__doc__)
+    parser.add_argument("path", type=Path, help="a hub-stats-style models.parquet")
+    parser.add_argument("--repo", default="hfmlsoc/hub_weekly_snapshots")
+    parser.add_argument("--week", type=date.fromisoformat, default=date(2025, 6, 4))
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    repo = DatasetRepo(args.repo)
+    when = datetime.combine(args.week, datetime.min.time(), UTC)
+    repo.commit(when, {f"models/{args.week.isoformat()}/models.parquet": args.path.resolve()})
+    repo.oids(repo.commits[-1].files[f"models/{args.week.isoformat()}/models.parquet"])  # hashed before ready
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: done.set())
+    with HubServer([], datasets={args.repo: repo}, port=args.port) as hub:
+        print(hub.url, flush=True)
+        print(f"serving {args.path} as {args.repo} week {args.week}", file=sys.stderr)
+        while not done.wait(1.0):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -156,15 +156,13 @@ def test_ranged_reads_fetch_only_the_columns_a_snapshot_needs(tmp_path: Path) ->
                      for r in resolves(hub))  # fmt: skip
     assert done.returncode == 0, done.stderr
     (meta,) = metas(tmp_path)
-    assert meta.models == 1000 and meta.params["backfill"]["read"] == "ranged"
+    assert meta.models == 1000
     assert len(data) > 20_000_000 and served < len(data) / 4, (served, len(data))
-    # `--read download` reads the whole file once, for the same snapshot.
-    other = tmp_path / "download"
-    with HubServer([], datasets={WEEKLY: repo}) as hub:
-        assert run(other, hub, WEEKLY, "--read", "download").returncode == 0
-        assert len(resolves(hub, "HEAD")) == 1 and len(resolves(hub)) == 1
-    (whole,) = metas(other)
-    assert models_rows(Layout(other).db(whole.id)) == models_rows(Layout(tmp_path).db(meta.id))
+    # The same snapshot as `hubcensus import` of the whole file.
+    local = tmp_path / "models.parquet"
+    local.write_bytes(data)
+    alone = import_dump(local, tmp_path / "alone", taken_at=meta.taken_at, max_bad_share=0.05)
+    assert models_rows(Layout(tmp_path / "alone").db(alone.id)) == models_rows(Layout(tmp_path).db(meta.id))
 
 
 def hubstats_repo(week_files: dict[date, bytes]) -> DatasetRepo:
@@ -324,13 +322,11 @@ def test_a_truncated_parquet_file_is_a_clear_failure(tmp_path: Path, week_files:
     files = dict(week_files)
     cut = date(2024, 10, 2)
     files[cut] = week_files[cut][: len(week_files[cut]) // 2]  # the upload was cut: no footer
-    for read in ("ranged", "download"):
-        data_dir = tmp_path / read
-        with HubServer([], datasets={WEEKLY: weekly_repo(files)}) as hub:
-            done = run(data_dir, hub, WEEKLY, "--read", read)
-        assert done.returncode == 1
-        assert f"models/{cut}/models.parquet: not a readable Parquet file" in done.stderr, done.stderr
-        assert len(metas(data_dir)) == 3 and leftovers(data_dir) == []
+    with HubServer([], datasets={WEEKLY: weekly_repo(files)}) as hub:
+        done = run(tmp_path, hub, WEEKLY)
+    assert done.returncode == 1
+    assert f"models/{cut}/models.parquet: not a readable Parquet file" in done.stderr, done.stderr
+    assert len(metas(tmp_path)) == 3 and leftovers(tmp_path) == []
 
 
 # ------------------------------------------------------------------------------------------------------
