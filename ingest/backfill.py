@@ -51,7 +51,7 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import Cancelled, HubOptions, configure_http, split_userinfo
 from hubcensus.ingest.progress import BackfillProgress, BackfillResult
 from hubcensus.queries.control import HUB_DATASET
-from hubcensus.queries.datadir import SnapshotMeta, redact_url, work_dir
+from hubcensus.queries.datadir import Layout, SnapshotMeta, WorkDirBusy, clean_tmp, redact_url, work_dir
 from hubcensus.queries.store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -475,6 +475,35 @@ def backfill(
     else:
         planned = plan_local([Path(s) for s in sources], date_pattern=date_pattern, taken_at=taken_at)
     versions = select(planned, since=since, until=until, every=every)
+    with _one_run(data_dir):
+        return _run(versions, hub, data_dir, opts, max_bad_share, on_progress)
+
+
+RUN_DIR = "backfill-run"
+
+
+@contextlib.contextmanager
+def _one_run(data_dir: Path) -> Iterator[None]:
+    """One backfill at a time per data dir: two would both import a version neither has published yet."""
+    clean_tmp(data_dir)  # the marker of a killed run
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(work_dir(data_dir, RUN_DIR))
+    except (FileExistsError, WorkDirBusy):
+        where = Layout(data_dir).tmp / RUN_DIR
+        raise IngestError(f"another backfill is running on {data_dir} ({where}); try again when it ends") from None
+    with stack:
+        yield
+
+
+def _run(
+    versions: list[Version],
+    hub: _Hub | None,
+    data_dir: Path,
+    opts: HubOptions,
+    max_bad_share: float,
+    on_progress: Callable[[BackfillProgress], None] | None,
+) -> BackfillResult:
     result = BackfillResult(planned=len(versions))
     done = published_keys(data_dir)
     state = BackfillProgress(0, len(versions), 0, 0)

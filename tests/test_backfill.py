@@ -373,6 +373,37 @@ def test_a_killed_backfill_leaves_nothing_half_published_and_resumes(
     assert leftovers(tmp_path) == []  # the killed run's work dir was cleaned
 
 
+def test_one_backfill_at_a_time_per_data_dir(tmp_path: Path, week_files: dict[date, bytes]) -> None:
+    release = threading.Event()
+
+    def hook(info: RequestInfo) -> Response | None:
+        if "/resolve/" in info.path and info.method == "GET":
+            release.wait(60)  # the first run holds its first file
+        return None
+
+    with HubServer([], datasets={WEEKLY: weekly_repo(week_files)}, hook=hook) as hub:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "hubcensus", "backfill", WEEKLY, "--endpoint", hub.url, "--data-dir", str(tmp_path),
+             "--max-rate", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while not resolves(hub):
+                assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+                time.sleep(0.05)
+            second = run(tmp_path, hub, WEEKLY)
+            assert second.returncode == 1
+            assert f"error: another backfill is running on {tmp_path}" in second.stderr
+        finally:
+            release.set()
+        hub.hook = None
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert "backfill: 4 published" in out and len(metas(tmp_path)) == 4
+    assert leftovers(tmp_path) == []
+
+
 # ------------------------------------------------------------------------------------------------------
 # Local folders: the eight RIMEL list responses
 # ------------------------------------------------------------------------------------------------------
