@@ -19,6 +19,8 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
+from huggingface_hub import set_client_factory
+from huggingface_hub.utils._http import default_client_factory
 
 from hubcensus.ingest.backfill import Version, backfill, select
 from hubcensus.ingest.dumps import import_dump
@@ -42,6 +44,14 @@ WEEKS = {
     date(2025, 3, 5): ("list2025", ["gated"]),
     date(2025, 6, 4): ("sample", []),
 }
+
+
+@pytest.fixture(autouse=True)
+def default_http_client() -> Iterator[None]:
+    """A backfill run in this process configures huggingface_hub's one HTTP client for its endpoint (timeouts, pacing,
+    the token kept to that endpoint): give the next test the client's default back."""
+    yield
+    set_client_factory(default_client_factory)
 
 
 @pytest.fixture(scope="module")
