@@ -4,6 +4,7 @@ the real huggingface_hub client."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -381,6 +382,40 @@ def test_a_killed_backfill_leaves_nothing_half_published_and_resumes(
     assert [m.taken_at.date() for m in after] == sorted(WEEKS)
     assert {m.id for m in before} < {m.id for m in after}
     assert leftovers(tmp_path) == []  # the killed run's work dir was cleaned
+
+
+def test_the_token_stays_on_the_endpoint_and_the_pace_holds(tmp_path: Path, week_files: dict[date, bytes]) -> None:
+    throttled: list[float] = []
+
+    def hook(info: RequestInfo) -> Response | None:
+        # The first file read is refused as over the rate limit: the client waits what Retry-After says.
+        if "/resolve/" in info.path and info.method == "GET" and not throttled:
+            throttled.append(info.received_at)
+            return json_response(429, {"error": "rate limited"}, {"Retry-After": "2"})
+        return None
+
+    with HubServer([], datasets={WEEKLY: weekly_repo(week_files, sorted(week_files)[:2])}, hook=hook) as hub:
+        done = hubcensus(
+            "backfill", WEEKLY, "--endpoint", hub.url, "--data-dir", str(tmp_path), "--max-rate", "4",
+            "--token", "hf_s3cret_token",
+        )  # fmt: skip
+        requests = list(hub.requests)
+    assert done.returncode == 0, done.stderr
+    assert {r.headers.get("authorization") for r in requests} == {"Bearer hf_s3cret_token"}
+    assert "hf_s3cret" not in done.stdout + done.stderr
+    assert "hf_s3cret" not in "".join(p.read_text() for p in Layout(tmp_path).snapshots.glob("*/meta.json"))
+    retried = [r.received_at for r in requests if "/resolve/" in r.path and r.method == "GET"][1]
+    assert retried - throttled[0] >= 1.9
+    # API calls (not file reads) at most 4 a second: the pacer spaces them at least 250 ms apart when sent.
+    api = [r.received_at for r in requests if r.path.startswith("/api/")]
+    assert len(api) >= 4 and min(b - a for a, b in itertools.pairwise(api)) >= 0.2
+    # A user and password in the endpoint: sent as basic auth instead, and never shown.
+    with HubServer([], datasets={WEEKLY: weekly_repo(week_files, sorted(week_files)[:1])}) as hub:
+        endpoint = hub.url.replace("http://", "http://user:pa55word@")
+        done = hubcensus("backfill", WEEKLY, "--endpoint", endpoint, "--data-dir", str(tmp_path / "b"))
+        assert done.returncode == 0, done.stderr
+        assert {r.headers.get("authorization", "")[:6] for r in hub.requests} == {"Basic "}
+    assert "pa55word" not in done.stdout + done.stderr
 
 
 def test_one_backfill_at_a_time_per_data_dir(tmp_path: Path, week_files: dict[date, bytes]) -> None:
