@@ -13,14 +13,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
 import pytest
-from huggingface_hub import set_client_factory
+from huggingface_hub import HfApi, hf_hub_download, set_client_factory
 from huggingface_hub.utils._http import default_client_factory
 
 from hubcensus.ingest.backfill import Version, backfill, select
@@ -31,7 +31,7 @@ from hubcensus.queries.datadir import Layout
 from hubcensus.queries.store import SnapshotStore
 from tests.data import BUNDLED, FIXTURES, LIST_2024, LIST_2025, read_jsonl_gz
 from tests.helpers import hubcensus, hubcensus_serve
-from tests.hubdatasets import DatasetRepo, hubstats_bytes
+from tests.hubdatasets import DatasetRepo, hubstats_bytes, resolve_url
 from tests.hubserver import HubServer, RequestInfo, Response, json_response, load_records
 
 WEEKLY = "hfmlsoc/hub_weekly_snapshots"
@@ -210,6 +210,36 @@ def test_hub_stats_commits_are_versions(tmp_path: Path, week_files: dict[date, b
         bounded = tmp_path / "bounded"
         assert run(bounded, hub, HUBSTATS, "--since", "2024-10-01", "--until", "2024-10-10").returncode == 0
         assert [m.taken_at for m in metas(bounded)] == [repo.commits[2].date]
+
+
+def test_the_test_hub_serves_datasets_as_huggingface_hub_reads_them(tmp_path: Path) -> None:
+    repo = DatasetRepo(HUBSTATS)
+    for day in range(60):  # more commits than one page
+        repo.commit(datetime(2025, 1, 1, tzinfo=UTC) + timedelta(days=day), {"models.parquet": f"v{day}".encode()})
+    with HubServer([], datasets={HUBSTATS: repo}) as hub:
+        api = HfApi(endpoint=hub.url, token=False)
+        commits = api.list_repo_commits(HUBSTATS, repo_type="dataset")
+        assert [c.commit_id for c in commits] == [c.sha for c in reversed(repo.commits)]
+        assert sum(r.path.endswith("/commits/main") for r in hub.requests) == 2  # followed the Link
+        # hf_hub_download: HEAD for the ETag and the commit, then the file.
+        first = repo.commits[0].sha
+        path = hf_hub_download(HUBSTATS, "models.parquet", repo_type="dataset", revision=first,
+                               endpoint=hub.url, token=False, local_dir=tmp_path)  # fmt: skip
+        assert Path(path).read_bytes() == b"v0"
+        head = next(r for r in hub.requests if r.method == "HEAD")
+        assert head.path == f"/datasets/{HUBSTATS}/resolve/{first}/models.parquet"
+        url = resolve_url(hub.url, HUBSTATS, "main", "models.parquet")
+        whole = httpx.head(url)
+        assert whole.headers["x-repo-commit"] == repo.commits[-1].sha and whole.headers["etag"].startswith('"')
+        assert whole.headers["accept-ranges"] == "bytes" and whole.headers["content-length"] == "3"
+        part = httpx.get(url, headers={"Range": "bytes=1-"})
+        assert (part.status_code, part.content, part.headers["content-range"]) == (206, b"59", "bytes 1-2/3")
+        assert httpx.get(url, headers={"Range": "bytes=9-"}).status_code == 416
+        gone = httpx.get(resolve_url(hub.url, HUBSTATS, "main", "nope.parquet"))
+        assert (gone.status_code, gone.headers["x-error-code"]) == (404, "EntryNotFound")
+        assert httpx.get(f"{hub.url}/api/datasets/no/such").headers["x-error-code"] == "RepoNotFound"
+        info = api.get_paths_info(HUBSTATS, ["models.parquet", "missing"], repo_type="dataset")
+        assert [i.path for i in info] == ["models.parquet"] and info[0].lfs is not None
 
 
 def test_select_keeps_the_newest_of_each_period() -> None:
