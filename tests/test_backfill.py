@@ -21,6 +21,7 @@ import duckdb
 import httpx
 import pytest
 from huggingface_hub import HfApi, hf_hub_download, set_client_factory
+from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils._http import default_client_factory
 
 from hubcensus.ingest.backfill import Version, backfill, select
@@ -239,7 +240,7 @@ def test_the_test_hub_serves_datasets_as_huggingface_hub_reads_them(tmp_path: Pa
         assert (gone.status_code, gone.headers["x-error-code"]) == (404, "EntryNotFound")
         assert httpx.get(f"{hub.url}/api/datasets/no/such").headers["x-error-code"] == "RepoNotFound"
         info = api.get_paths_info(HUBSTATS, ["models.parquet", "missing"], repo_type="dataset")
-        assert [i.path for i in info] == ["models.parquet"] and info[0].lfs is not None
+        assert [i.path for i in info] == ["models.parquet"] and isinstance(info[0], RepoFile) and info[0].lfs
 
 
 def test_select_keeps_the_newest_of_each_period() -> None:
