@@ -75,6 +75,10 @@ WEEKLY_FILE = re.compile(r"^models/(\d{4}-\d{2}-\d{2})/models\.parquet$")
 HUBSTATS_FILE = "models.parquet"
 DEFAULT_DATE_PATTERN = r"^(?P<date>\d{4}-\d{2}-\d{2})"
 DUMP_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".json.gz", ".jsonl.gz", ".ndjson.gz")
+# Each column chunk is read through a buffer of this size (a data page at least), one ranged request each: memory
+# does not grow with the row groups (hub-stats' may hold a million rows), and a 1.5 GB file costs a few dozen
+# resolver calls. Not pre_buffer: it reads every needed chunk of a row group whole, at once.
+READ_BUFFER = 8 * 2**20
 BATCH_ROWS = 32_768  # rows decoded at a time when projecting a Hub file; each is a row group of the local copy
 # The local copy's row groups are small enough for DuckDB to decode two at once within the writer's memory.
 PARQUET_THREADS = 2
@@ -366,12 +370,12 @@ class _Hub:
         """Copy the columns a snapshot reads from the version's Parquet file into `out`, row group by row group,
         by ranged reads; returns the file's column names."""
         url = f"datasets/{version.repo}@{version.revision}/{version.path}"
-        # No read-ahead cache: pyarrow asks for exactly the column chunks it needs, and pre_buffer merges those of a
-        # row group that lie close together into one read, so a request never carries a column nobody reads.
+        # No read-ahead cache: pyarrow asks for exactly the column chunks it needs, READ_BUFFER at a time, so a
+        # request never carries a column nobody reads.
         with self.errors(version.source), self.fs.open(url, "rb", cache_type="none") as remote:
             counted = _Counting(remote, on_bytes)
             try:
-                parquet = pq.ParquetFile(counted, pre_buffer=True)
+                parquet = pq.ParquetFile(counted, buffer_size=READ_BUFFER, pre_buffer=False)
             except (pa.ArrowInvalid, OSError) as exc:
                 counted.reraise()
                 raise IngestError(f"{version.source}: not a readable Parquet file ({exc})") from exc

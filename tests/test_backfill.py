@@ -4,6 +4,7 @@ the real huggingface_hub client."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import HfApi, hf_hub_download, set_client_factory
 from huggingface_hub.hf_api import RepoFile
@@ -175,6 +177,33 @@ def test_ranged_reads_fetch_only_the_columns_a_snapshot_needs(tmp_path: Path) ->
     local.write_bytes(data)
     alone = import_dump(local, tmp_path / "alone", taken_at=meta.taken_at, max_bad_share=0.05)
     assert models_rows(Layout(tmp_path / "alone").db(alone.id)) == models_rows(Layout(tmp_path).db(meta.id))
+
+
+def test_a_large_row_group_is_read_a_buffer_at_a_time(tmp_path: Path) -> None:
+    # A row group whose `siblings` chunk is over 9 MB (incompressible names): no request, and so no buffer,
+    # holds it whole; hub-stats' row groups may hold a million rows.
+    records = load_records(LIST_2025)[:1000]
+    for record in records:
+        record["siblings"] = [{"rfilename": os.urandom(20).hex() + ".safetensors"} for _ in range(400)]
+    # Written by pyarrow (as pandas does: 1 MB pages), one row group.
+    table = pq.read_table(io.BytesIO(hubstats_bytes(records, date(2025, 3, 5), row_group_size=1000)))
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=1000)
+    data = sink.getvalue()
+    repo = DatasetRepo(WEEKLY)
+    repo.commit(datetime(2025, 3, 6, tzinfo=UTC), {"models/2025-03-05/models.parquet": data})
+    with HubServer([], datasets={WEEKLY: repo}) as hub:
+        done = run(tmp_path, hub, WEEKLY)
+        sizes = [int(r.headers["range"].split("-")[1]) - int(r.headers["range"][6:].split("-")[0]) + 1
+                 for r in resolves(hub)]  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    meta_data = pq.ParquetFile(io.BytesIO(data)).metadata
+    chunks = [meta_data.row_group(g).column(c) for g in range(meta_data.num_row_groups) for c in range(22)]
+    largest = max(c.total_compressed_size for c in chunks if c.path_in_schema.startswith("siblings"))
+    assert largest > 9 * 2**20
+    assert max(sizes) <= 8 * 2**20 and sum(sizes) >= largest, sizes
+    (meta,) = metas(tmp_path)
+    assert meta.models == 1000
 
 
 def hubstats_repo(week_files: dict[date, bytes]) -> DatasetRepo:
