@@ -191,8 +191,12 @@ def backfill(
             show_default=False,
         ),
     ],
-    since: Annotated[str | None, typer.Option(help="Only versions dated on or after this day (YYYY-MM-DD).")] = None,
-    until: Annotated[str | None, typer.Option(help="Only versions dated on or before this day (YYYY-MM-DD).")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Only versions dated on or after this day.")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Only versions dated on or before this day.")
+    ] = None,
     every: Annotated[
         Every | None, typer.Option(help="Keep only the newest version of each week, month or quarter.")
     ] = None,
@@ -231,7 +235,6 @@ def backfill(
     imports only what is missing. Exits 1 if any version failed, after trying the others.
     """
     from hubcensus.ingest.backfill import backfill as run_backfill
-    from hubcensus.ingest.backfill import parse_day
 
     settings = options.settings(
         data_dir=data_dir,
@@ -245,14 +248,13 @@ def backfill(
     created(settings.data_dir)
     stop = _stop_on_signals()
     try:
-        first, last = (parse_day(since) if since else None), (parse_day(until) if until else None)
         with backfill_progress() as on_progress:
             result = run_backfill(
                 sources,
                 settings.data_dir,
                 options=settings.hub_options(stop=stop),
-                since=first,
-                until=last,
+                since=since.date() if since else None,
+                until=until.date() if until else None,
                 every=every,
                 date_pattern=date_pattern,
                 taken_at=when,

@@ -617,11 +617,3 @@ def _import_local_version(version: Version, data_dir: Path, max_bad_share: float
             source=version.source,
             params=params,
         )
-
-
-def parse_day(text: str) -> date:
-    """A `--since` / `--until` day, YYYY-MM-DD."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise IngestError(f"{text!r} is not a date (YYYY-MM-DD)") from None

@@ -240,6 +240,8 @@ def test_hub_stats_commits_are_versions(tmp_path: Path, week_files: dict[date, b
         bounded = tmp_path / "bounded"
         assert run(bounded, hub, HUBSTATS, "--since", "2024-10-01", "--until", "2024-10-10").returncode == 0
         assert [m.taken_at for m in metas(bounded)] == [repo.commits[2].date]
+        bad = run(bounded, hub, HUBSTATS, "--since", "2024-13-01")
+        assert bad.returncode == 2 and "Invalid value for '--since'" in bad.stderr
 
 
 def test_the_test_hub_serves_datasets_as_huggingface_hub_reads_them(tmp_path: Path) -> None:
