@@ -560,6 +560,17 @@ def test_local_dates_from_a_pattern_or_an_option(tmp_path: Path) -> None:
     assert [m.taken_at for m in metas(tmp_path / "c")] == [datetime(2024, 12, 15, 8, tzinfo=UTC)]
     missing = hubcensus("backfill", str(tmp_path / "nowhere"), "--data-dir", str(tmp_path / "d"))
     assert missing.returncode == 1 and "nowhere" in missing.stderr
+    # Two files of one date are one snapshot: every model of both, a model in both once (the later file's record).
+    same = tmp_path / "same-day"
+    same.mkdir()
+    (same / "2025-01-14_a.json.gz").write_bytes(LIST_2024.read_bytes())
+    (same / "2025-01-14_b.json.gz").write_bytes(LIST_2025.read_bytes())
+    merged = hubcensus("backfill", str(same), "--data-dir", str(tmp_path / "e"))
+    assert merged.returncode == 0, merged.stderr
+    (meta,) = metas(tmp_path / "e")
+    both = {r["id"] for r in load_records(LIST_2024)} | {r["id"] for r in load_records(LIST_2025)}
+    assert meta.models == len(both) and meta.source == "2025-01-14_a.json.gz+2025-01-14_b.json.gz"
+    assert meta.params["backfill"]["files"] == ["2025-01-14_a.json.gz", "2025-01-14_b.json.gz"]
 
 
 # ------------------------------------------------------------------------------------------------------
