@@ -18,12 +18,16 @@ For each N: a generated Hub (benchmarks/generate.py, cached in benchmarks/data/)
 8. at the largest N: a store of 100 weekly snapshots growing from N/2 to N with weekly churn
    (benchmarks/weekly.py): history across all of them, uncached, the API's peak RSS, disk per snapshot;
 
+8. a backfill (`hubcensus backfill`'s code, ranged reads) of the generated Hub as one hub-stats-style Parquet file
+   served by the loopback test Hub (tests/hubdatasets.py), beside a full download then import of it and DuckDB's
+   own `read_parquet` of the file into a file database: models/s, their ratio, peak RSS (benchmarks/backfill.py);
+
 and once per run: 7. ingest under a server-enforced rate limit (fixed windows, 429 + RateLimit), against the
 floor pages ÷ rate. Prints a table with PASS/MISS per target and writes benchmarks/results/<name>.json.
 
 Sections 1-3 and 5-7 are here; the modes (full, quick) are in benchmarks/modes.py, the processes it starts in
-benchmarks/processes.py, the query store in benchmarks/store.py, section 4 in benchmarks/routes.py, and the
-table, the bounds and the machine in benchmarks/report.py.
+benchmarks/processes.py, the query store in benchmarks/store.py, section 4 in benchmarks/routes.py, section 8 in
+benchmarks/backfill.py, and the table, the bounds and the machine in benchmarks/report.py.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backfill import bench_backfill
 from benchmarks.generate import DEFAULT_SOURCE, Options, cached_or_generate
 from benchmarks.hubfile import prepare
 from benchmarks.modes import FULL, QUICK, Profile
@@ -231,6 +236,14 @@ def bench_size(n: int, prof: Profile, source: Path, seed: int, profile_dir: Path
     log(f"N={n:,}: DuckDB read_json")
     r["read_json"] = bench_read_json(gz, run_dir)
     log(f"  {r['read_json']['models_per_s']:,.0f} models/s")
+    log(f"N={n:,}: backfill of the hub-stats-style Parquet file from the loopback Hub, vs DuckDB read_parquet")
+    r["backfill"] = bench_backfill(gz, run_dir)
+    b = r["backfill"]
+    log(
+        f"  ranged {b['ranged']['models_per_s']:,.0f} models/s ({b['ranged']['vs_read_parquet']:.0%} of read_parquet), "
+        f"peak RSS {b['ranged']['peak_rss_bytes'] / MiB:,.0f} MiB; full download then import "
+        f"{b['download']['models_per_s']:,.0f} models/s, peak RSS {b['download']['peak_rss_bytes'] / MiB:,.0f} MiB"
+    )
     log(f"N={n:,}: building the store ({prof.older_snapshots} older snapshots)")
     store = run_dir / "store"
     ids = build_store(snap, store, prof.older_snapshots)

@@ -6,6 +6,8 @@ Prints one JSON line on stdout: `seconds` (the job itself, after imports), `mode
     python -m benchmarks.child ingest --endpoint URL --data-dir D [--page-size 1000]
     python -m benchmarks.child import --path F --data-dir D
     python -m benchmarks.child read_json --path F --db FILE
+    python -m benchmarks.child backfill --endpoint URL --repo R --data-dir D [--read ranged|download]
+    python -m benchmarks.child read_parquet --path F --db FILE
 """
 
 from __future__ import annotations
@@ -146,6 +148,59 @@ def run_read_json(path: Path, db: Path) -> dict[str, Any]:
     }
 
 
+def run_backfill(endpoint: str, repo: str, data_dir: Path, read: str) -> dict[str, Any]:
+    """`read` "ranged": the product's backfill. "download": the strategy it was measured against, the whole file
+    downloaded with `hf_hub_download`, then imported as `hubcensus import` would."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from hubcensus.ingest.backfill import WEEKLY_FILE, backfill
+    from hubcensus.ingest.dumps import import_dump
+    from hubcensus.ingest.hub import HubOptions
+
+    rss_before = peak_rss()
+    with PhaseMemory() as memory:
+        started = time.perf_counter()
+        if read == "ranged":
+            result = backfill([repo], data_dir, options=HubOptions(endpoint=endpoint, max_rate=0))
+            if result.failed or len(result.published) != 1:
+                raise RuntimeError(f"backfill: {result}")
+            (meta,) = result.published
+            fetch_s = meta.params["backfill"]["fetch_s"]
+        else:
+            api = HfApi(endpoint=endpoint, token=False)
+            files = [f for f in api.list_repo_files(repo, repo_type="dataset") if WEEKLY_FILE.match(f)]
+            path = Path(hf_hub_download(repo, files[0], repo_type="dataset", local_dir=data_dir / "download",
+                                        endpoint=endpoint, token=False))  # fmt: skip
+            fetch_s = time.perf_counter() - started
+            day = datetime.fromisoformat(files[0].split("/")[1]).replace(tzinfo=UTC)
+            meta = import_dump(path, data_dir, taken_at=day, max_bad_share=0.0)
+        seconds = time.perf_counter() - started
+    return {
+        "fetch_s": fetch_s,
+        "seconds": seconds,
+        "models": meta.models,
+        "snapshot": meta.id,
+        "reader": meta.reader,
+        "rss_after_imports_bytes": rss_before,
+        **memory.report(),
+    }
+
+
+def run_read_parquet(path: Path, db: Path) -> dict[str, Any]:
+    import duckdb
+
+    db.unlink(missing_ok=True)
+    rss_before = peak_rss()
+    started = time.perf_counter()
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE models AS SELECT * FROM read_parquet(?)", [str(path)])
+    con.execute("CHECKPOINT")
+    models = int(con.execute("SELECT count(*) FROM models").fetchall()[0][0])
+    con.close()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "models": models, "db_bytes": db.stat().st_size, "rss_after_imports_bytes": rss_before}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.child")
     sub = parser.add_subparsers(dest="job", required=True)
@@ -156,14 +211,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("import")
     p.add_argument("--path", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, required=True)
-    p = sub.add_parser("read_json")
-    p.add_argument("--path", type=Path, required=True)
-    p.add_argument("--db", type=Path, required=True)
+    for job in ("read_json", "read_parquet"):
+        p = sub.add_parser(job)
+        p.add_argument("--path", type=Path, required=True)
+        p.add_argument("--db", type=Path, required=True)
+    p = sub.add_parser("backfill")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--repo", required=True)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--read", choices=["ranged", "download"], default="ranged")
     args = parser.parse_args(argv)
     if args.job == "ingest":
         result = run_ingest(args.endpoint, args.data_dir, args.page_size)
     elif args.job == "import":
         result = run_import(args.path, args.data_dir)
+    elif args.job == "backfill":
+        result = run_backfill(args.endpoint, args.repo, args.data_dir, args.read)
+    elif args.job == "read_parquet":
+        result = run_read_parquet(args.path, args.db)
     else:
         result = run_read_json(args.path, args.db)
     result["peak_rss_bytes"] = peak_rss()

@@ -76,6 +76,8 @@ def size_rows(n: int, r: dict[str, Any]) -> list[Row]:
     )
     rows.append(Row(sec, "  of which blocks in use", f"{imp['snapshot_used_bytes'] / MB:,.1f} MB"))
     rows.append(Row(sec, "  read_json table on disk", f"{raw['db_bytes'] / MB:,.1f} MB"))
+    if "backfill" in r:
+        rows.extend(backfill_rows(sec, r["backfill"]))
     q = r["queries"]
     for key, res in q.items():
         u, c, s = res["uncached"], res["cached"], res["sql"]
@@ -204,6 +206,38 @@ def rate_rows(results: list[dict[str, Any]]) -> list[Row]:
     return rows
 
 
+def backfill_rows(sec: str, b: dict[str, Any]) -> list[Row]:
+    """Backfill of one hub-stats-style Parquet file from the loopback Hub, against DuckDB's read_parquet of it."""
+    ranged, raw = b["ranged"], b["read_parquet"]
+    rows = [
+        Row(sec, "DuckDB read_parquet models/s", _fmt_rate(raw["models_per_s"])),
+        Row(
+            sec,
+            "backfill models/s (ranged reads)",
+            f"{_fmt_rate(ranged['models_per_s'])} ({ranged['seconds']:.1f} s, reading {ranged['fetch_s']:.1f} s)",
+        ),
+        Row(
+            sec,
+            "backfill / read_parquet rate",
+            f"{ranged['vs_read_parquet']:.1%}",
+            "≥ 50%",
+            ranged["vs_read_parquet"] >= 0.5,
+        ),
+        Row(sec, "backfill peak RSS", _fmt_bytes(ranged["peak_rss_bytes"]), "≤ 1 GiB", ranged["peak_rss_bytes"] <= GiB),
+    ]
+    if "download" in b:
+        d = b["download"]
+        rows.append(
+            Row(
+                sec,
+                "  full download, then import",
+                f"{_fmt_rate(d['models_per_s'])} ({d['vs_read_parquet']:.1%} of read_parquet), peak RSS "
+                f"{_fmt_bytes(d['peak_rss_bytes'])}",
+            )
+        )
+    return rows
+
+
 # Gross-regression bounds for `--quick`: ratios only, never absolute times; generous on purpose (a few
 # times the values measured when they were set), so that only a real regression trips them.
 BOUNDS: dict[str, tuple[str, float]] = {
@@ -219,6 +253,7 @@ BOUNDS: dict[str, tuple[str, float]] = {
     # grows linearly with N; measured ~1.6 (DuckDB's buffer pool grows a little with the staged data).
     "ingest_rss_growth": ("<=", 3.0),
     "snapshot_vs_read_json": ("<=", 5.0),  # snapshot bytes / read_json table bytes; measured ~1.7
+    "backfill_vs_read_parquet": (">=", 0.15),  # backfill rate / read_parquet rate; measured ~0.4 at 20k-100k
 }
 
 
@@ -234,6 +269,8 @@ def checks(size_results: dict[int, dict[str, Any]], rate: list[dict[str, Any]]) 
             "http_share_vs_healthz": r["http"]["cached_share"]["rps"] / r["http"]["healthz"]["rps"],
             "snapshot_vs_read_json": r["import"]["snapshot_bytes"] / r["read_json"]["db_bytes"],
         }
+        if "backfill" in r:
+            values["backfill_vs_read_parquet"] = r["backfill"]["ranged"]["vs_read_parquet"]
         if "ingest_probe" in r:
             big, small = r["ingest"], r["ingest_probe"]
             grow_big = big["peak_rss_bytes"] - big["rss_after_imports_bytes"]

@@ -1,4 +1,5 @@
-"""The `hubcensus` command: ingest, import, list, delete and prune snapshots, reclassify, query, serve, demo, worker.
+"""The `hubcensus` command: ingest, import, backfill, list, delete and prune snapshots, reclassify, query, serve,
+demo, worker.
 
 Each command is here; what they print is display.py, how options become Settings options.py, the named
 queries client.py, serving serving.py, logging logs.py.
@@ -21,7 +22,17 @@ from pydantic import ValidationError
 from hubcensus import options, serving
 from hubcensus.client import QueryGroup
 from hubcensus.config import Settings
-from hubcensus.display import fail, out, print_snapshots, progress, report, report_reclassified
+from hubcensus.display import (
+    backfill_progress,
+    fail,
+    out,
+    print_snapshots,
+    progress,
+    report,
+    report_backfill,
+    report_reclassified,
+)
+from hubcensus.ingest.backfill import Every
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import ingest_hub
@@ -168,6 +179,93 @@ def import_(
         except IngestError as exc:
             fail(str(exc))
     report(meta)
+
+
+@app.command()
+def backfill(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="A Hub dataset repo (owner/name[@revision], e.g. hfmlsoc/hub_weekly_snapshots or "
+            "cfahlgren1/hub-stats), or local dump files and folders of them.",
+            show_default=False,
+        ),
+    ],
+    since: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Only versions dated on or after this day.")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Only versions dated on or before this day.")
+    ] = None,
+    every: Annotated[
+        Every | None, typer.Option(help="Keep only the newest version of each week, month or quarter.")
+    ] = None,
+    date_pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="Local files: a regular expression with a group named `date` (YYYY-MM-DD) found in each file name.",
+            show_default="a leading YYYY-MM-DD",
+        ),
+    ] = None,
+    taken_at: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%z"],
+            help="Local files: the date of all of them (one snapshot), instead of dates in their names.",
+        ),
+    ] = None,
+    endpoint: EndpointOpt = ENDPOINT,
+    token: Annotated[
+        str | None, setting("hf_token", "--token", help="Hub token; sent only to the endpoint, never shown.")
+    ] = None,
+    data_dir: DataDirOpt = DATA_DIR,
+    timeout: Annotated[
+        float, setting("http_timeout", "--timeout", help="Seconds for each request (connect and read).")
+    ] = Settings.default("http_timeout"),
+    max_rate: Annotated[
+        float, setting("max_rate", "--max-rate", help="Most API calls per second, 0 for no limit (file reads: 15/s).")
+    ] = Settings.default("max_rate"),
+    max_bad_share: Annotated[
+        float, setting("max_bad_share", "--max-bad-share", help="Fail a version above this share of bad records.")
+    ] = Settings.default("max_bad_share"),
+) -> None:
+    """Import each dated version of a public Hub archive (or of dated dump files) as a snapshot dated by it.
+
+    Resumable and idempotent: versions already published are skipped, so a second run (or one after a kill)
+    imports only what is missing. Exits 1 if any version failed, after trying the others.
+    """
+    from hubcensus.ingest.backfill import backfill as run_backfill
+
+    settings = options.settings(
+        data_dir=data_dir,
+        hf_endpoint=endpoint,
+        hf_token=token,
+        http_timeout=timeout,
+        max_rate=max_rate,
+        max_bad_share=max_bad_share,
+    )
+    when = taken_at.replace(tzinfo=taken_at.tzinfo or UTC) if taken_at else None
+    created(settings.data_dir)
+    stop = _stop_on_signals()
+    try:
+        with backfill_progress() as on_progress:
+            result = run_backfill(
+                sources,
+                settings.data_dir,
+                options=settings.hub_options(stop=stop),
+                since=since.date() if since else None,
+                until=until.date() if until else None,
+                every=every,
+                date_pattern=date_pattern,
+                taken_at=when,
+                max_bad_share=settings.max_bad_share,
+                on_progress=on_progress,
+            )
+    except IngestError as exc:
+        fail(str(exc))
+    report_backfill(result)
+    if result.failed:
+        fail(f"{len(result.failed)} of {result.planned} versions failed (see above); run again to retry them")
 
 
 @app.command()

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from hubcensus.ingest.progress import Progress
+from hubcensus.ingest.progress import BackfillProgress, BackfillResult, Progress
 from hubcensus.queries.buckets import flatten
 from hubcensus.queries.datadir import SnapshotMeta, redact_url
 
@@ -86,6 +86,53 @@ def progress(total: int | None, pages: bool = True) -> Iterator[Callable[[Progre
             bar.update(task, completed=p.models, pages=p.pages, done=f"{p.models:,} models  {rate:,.0f} models/s")
 
         yield update
+
+
+@contextlib.contextmanager
+def backfill_progress() -> Iterator[Callable[[BackfillProgress], None]]:
+    """A line on stderr per archive version as it starts and ends (published, skipped, failed), and on a terminal a
+    bar of the bytes read of the current one and of the versions done."""
+    bar = rich.progress.Progress(
+        rich.progress.TextColumn("{task.description}"),
+        rich.progress.BarColumn(),
+        rich.progress.DownloadColumn(),
+        rich.progress.TransferSpeedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    last: BackfillProgress | None = None
+    with bar:
+        overall = bar.add_task("versions", total=None)
+        current = bar.add_task("", total=None, visible=False)
+
+        def update(p: BackfillProgress) -> None:
+            nonlocal last
+            step = f"[{min(p.done + 1, p.total)}/{p.total}]"
+            if p.current is not None and (last is None or last.current != p.current or last.done != p.done):
+                bar.console.print(f"{step} {escape(redact_url(p.current))}", highlight=False)
+            if p.published is not None and (last is None or last.published is None):
+                report(p.published)
+            elif last is not None and p.skipped > last.skipped:
+                bar.console.print(f"{step} already published: skipped", highlight=False)
+            elif last is not None and p.failed > last.failed:
+                bar.console.print(f"{step} failed (the others go on)", highlight=False)
+            bar.update(overall, total=p.total, completed=p.done, description=f"{p.done}/{p.total} versions")
+            bar.update(current, total=p.bytes_total, completed=p.bytes_read, visible=p.current is not None)
+            last = p
+
+        yield update
+
+
+def report_backfill(result: BackfillResult) -> None:
+    """What a backfill did: snapshots published, versions already there, versions that failed and why."""
+    out.print(
+        f"backfill: {len(result.published)} published, {len(result.skipped)} already there, "
+        f"{len(result.failed)} failed, of {result.planned} versions",
+        highlight=False,
+    )
+    for _, reason in result.failed:  # the reason starts with the version's source
+        err.print(f"  failed: {escape(reason)}", highlight=False)
 
 
 def print_snapshots(snapshots: Sequence[SnapshotMeta]) -> None:

@@ -36,17 +36,23 @@ def import_dump(
     max_bad_share: float,
     on_progress: Callable[[Progress], None] | None = None,
     reader: Literal["auto", "python"] = "auto",
+    source: str | None = None,
+    params: dict[str, Any] | None = None,
+    parquet_threads: int | None = 1,
 ) -> SnapshotMeta:
     """Import one dump file as a snapshot; fails, publishing nothing, if too many records are bad.
 
-    `reader` "auto" tries DuckDB's reader first; "python" forces the exact record-by-record one.
+    `reader` "auto" tries DuckDB's reader first; "python" forces the exact record-by-record one. `source` (default:
+    the file's name) and `params` are recorded in meta.json: a backfill names the archive version it read.
+    `parquet_threads`: DuckDB's threads for a Parquet file (None: all); one, unless the caller wrote the file with
+    row groups small enough for several at once (the backfill's local copy).
     """
     started = time.monotonic()
     with (
         DumpFile(path) as dump,
         bulk_gc(),
         storage_errors(str(path)),
-        SnapshotWriter(data_dir, taken_at=taken_at, source=path.name, kind="import") as writer,
+        SnapshotWriter(data_dir, taken_at=taken_at, source=source or path.name, kind="import", params=params) as writer,
     ):
 
         def on_percent(percent: float) -> None:
@@ -55,7 +61,7 @@ def import_dump(
 
         try:
             watch = on_percent if on_progress is not None else None
-            writer.reader = _load_with_duckdb(dump, writer, watch) if reader == "auto" else None
+            writer.reader = _load_with_duckdb(dump, writer, watch, parquet_threads) if reader == "auto" else None
             if writer.reader is None:
                 writer.reader = "python"
                 for position, value in read_dump(dump):
@@ -107,7 +113,10 @@ def _excerpt(value: Any) -> str:
 
 
 def _load_with_duckdb(
-    dump: DumpFile, writer: SnapshotWriter, on_percent: Callable[[float], None] | None = None
+    dump: DumpFile,
+    writer: SnapshotWriter,
+    on_percent: Callable[[float], None] | None = None,
+    parquet_threads: int | None = 1,
 ) -> Literal["duckdb", "duckdb+python"] | None:
     """Load the file with DuckDB's readers, in one of two ways, or return None to leave it to Python.
 
@@ -128,7 +137,7 @@ def _load_with_duckdb(
     # A Parquet row group is decoded whole, per thread: at 2M models two threads at once need more than
     # the writer's memory limit (out of memory at 512 MB); one fits, at half the speed (2M: 12.5 s, against
     # 6.0 s on two threads at 768 MB), still six times the record-by-record reader.
-    threads = 1 if fmt == "parquet" else None
+    threads = parquet_threads if fmt == "parquet" else None
     try:
         with writer.threads(threads), writer.watch(on_percent):
             if writer.load_models(duckread.models_sql(select), source, duckread.CHECK_SQL):

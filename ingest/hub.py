@@ -90,7 +90,12 @@ def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     return urlunsplit(parts._replace(netloc=hostport)), (unquote(user), unquote(password))
 
 
-def configure_http(endpoint: str, timeout: float, basic_auth: tuple[str, str] | None = None) -> None:
+def configure_http(
+    endpoint: str,
+    timeout: float,
+    basic_auth: tuple[str, str] | None = None,
+    pace: Callable[[httpx2.Request], None] | None = None,
+) -> None:
     """Give every Hub request a timeout, and keep the credentials on the configured endpoint.
 
     huggingface_hub's own listing calls pass `timeout=None`, which overrides any client default, so we
@@ -99,13 +104,16 @@ def configure_http(endpoint: str, timeout: float, basic_auth: tuple[str, str] | 
     the Authorization header from any request leaving the endpoint's origin: a redirect or a
     `Link: rel="next"` pointing elsewhere must never receive the token, and (3) with `basic_auth` (the
     `user:password@` of the endpoint URL), sends it on every request to that origin: httpx would send
-    URL credentials on the first page only, since the `Link` of the next pages carries none.
+    URL credentials on the first page only, since the `Link` of the next pages carries none. `pace`, if given,
+    is called before every request (a backfill's rate limits: the client's own file reads have no other hook).
     """
     origin = httpx2.URL(endpoint)
     timeouts = httpx2.Timeout(timeout).as_dict()
     basic = "Basic " + b64encode(":".join(basic_auth).encode()).decode() if basic_auth else None
 
     def on_request(request: httpx2.Request) -> None:
+        if pace is not None:
+            pace(request)
         request.extensions["timeout"] = timeouts
         url = request.url
         if (url.scheme, url.host, url.port) != (origin.scheme, origin.host, origin.port):

@@ -2,7 +2,8 @@
 
 The worker and the API meet only in the data dir: the worker writes `status.json` (atomically) for
 `GET /v1/status`, and picks up `requests/*.json`, which `POST /v1/snapshots` drops there, as "run now".
-A heartbeat in `status.json` tells the API whether a worker is there at all to take such a request.
+A heartbeat in `status.json` tells the API whether a worker is there at all to take such a request. A request may
+ask for a backfill instead (`queries.control.BackfillRequest`): the worker runs it, its progress in `status.json`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,8 +24,9 @@ from croniter import croniter
 
 from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
+from hubcensus.ingest.progress import BackfillProgress, BackfillResult
 from hubcensus.ingest.reclassify import outdated, reclassify_outdated
-from hubcensus.queries.control import pending_requests, take_requests, write_status
+from hubcensus.queries.control import BackfillRequest, pending_requests, take_requests, write_status
 from hubcensus.queries.datadir import SnapshotMeta, SnapshotNotFound, redact_url, remove_snapshot
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
 from hubcensus.queries.history import matches_source
@@ -153,6 +156,69 @@ def run_once(
     return meta
 
 
+STATUS_EVERY_S = 0.5  # how often a backfill's progress is written to status.json (it changes on every read)
+
+
+def run_backfill(data_dir: Path, options: HubOptions, request: dict[str, Any]) -> BackfillResult | None:
+    """A requested backfill: its progress in status.json (`backfill`), its outcome in `last_backfill` (and in
+    `last_failure` when versions failed). None if it could not run at all."""
+    from hubcensus.ingest.backfill import backfill
+
+    request_id = str(request.get("id"))
+    try:
+        spec = BackfillRequest.model_validate(request.get("backfill"))
+    except ValueError as exc:  # a request file written by hand, or by another version
+        log.error("backfill request %s is not valid: %s", request_id, exc)
+        write_status(data_dir, last_failure={"at": datetime.now(UTC).isoformat(), "reason": f"{request_id}: {exc}"})
+        return None
+    job = {"request": request_id, "source": spec.source, "started_at": datetime.now(UTC).isoformat()}
+    write_status(data_dir, state="backfilling", backfill={**job, **BackfillProgress(0, 0, 0, 0).as_status()})
+    last_write = 0.0
+
+    def on_progress(p: BackfillProgress) -> None:
+        nonlocal last_write
+        if time.monotonic() - last_write >= STATUS_EVERY_S or p.bytes_read == 0 or p.published is not None:
+            last_write = time.monotonic()
+            write_status(data_dir, backfill={**job, **p.as_status()})
+
+    log.info("backfill of %s requested (%s)", spec.source, request_id)
+    try:
+        result = backfill(
+            [spec.source], data_dir, options=options, since=spec.since, until=spec.until, every=spec.every,
+            on_progress=on_progress,
+        )  # fmt: skip
+    except Cancelled:
+        write_status(data_dir, state="stopped", backfill=None)
+        raise
+    except IngestError as exc:
+        log.error("backfill of %s failed: %s", spec.source, exc)
+        write_status(
+            data_dir,
+            state="idle",
+            backfill=None,
+            last_failure={"at": datetime.now(UTC).isoformat(), "reason": f"backfill of {spec.source}: {exc}"},
+        )
+        return None
+    summary = {
+        **job,
+        "at": datetime.now(UTC).isoformat(),
+        "published": [m.id for m in result.published],
+        "skipped": len(result.skipped),
+        "failed": [{"source": s, "reason": r} for s, r in result.failed],
+        "versions": result.planned,
+    }
+    changes: dict[str, Any] = {"state": "idle", "backfill": None, "last_backfill": summary}
+    if result.failed:
+        reason = f"backfill of {spec.source}: {len(result.failed)} of {result.planned} versions failed"
+        changes["last_failure"] = {"at": summary["at"], "reason": reason}
+    write_status(data_dir, **changes)
+    log.info(
+        "backfill of %s: %d published, %d already there, %d failed",
+        spec.source, len(result.published), len(result.skipped), len(result.failed),
+    )  # fmt: skip
+    return result
+
+
 def run_worker(
     data_dir: Path,
     schedule: str,
@@ -203,9 +269,14 @@ def run_worker(
             due = False
             taken = take_requests(data_dir)
             if taken:
-                log.info("run requested: %s", ", ".join(taken))
+                log.info("run requested: %s", ", ".join(r["id"] for r in taken))
+            backfills = [r for r in taken if r.get("backfill") is not None]
             try:
-                run_once(data_dir, options, retention=retention, filters=filters, limit=limit)
+                for request in backfills:
+                    run_backfill(data_dir, options, request)
+                # A scheduled run, or a request for a snapshot: an ingest. Backfill requests alone run only those.
+                if len(backfills) < len(taken) or not taken:
+                    run_once(data_dir, options, retention=retention, filters=filters, limit=limit)
             except Cancelled:
                 break
     finally:

@@ -3,21 +3,61 @@ names and places: queries.datadir.Layout).
 
 - `status.json`: the worker's state, next run, last success and failure, and its heartbeat; written
   atomically by the worker, read by `GET /v1/status` and `POST /v1/snapshots`.
-- `requests/<id>.json`: "take a snapshot now", dropped by `POST /v1/snapshots`, consumed by the worker.
+- `requests/<id>.json`: "take a snapshot now" (or "backfill this archive": `BackfillRequest`), dropped by
+  `POST /v1/snapshots`, consumed by the worker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from hubcensus.queries.datadir import Layout
+
+# A Hub dataset repo as a backfill source: `owner/name`, `owner/name@revision` or `hf://datasets/owner/name[@rev]`.
+HUB_DATASET = re.compile(r"^(?:hf://datasets/)?([A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@([^/@\s]+))?/?$")
+
+
+class BackfillRequest(BaseModel):
+    """A backfill the worker runs on request: a Hub dataset repo's dated versions, as `hubcensus backfill` takes them.
+
+    Only Hub repos, at the worker's own endpoint: a request cannot make the worker read its local files or send its
+    token elsewhere.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        description="A Hub dataset repo: `owner/name` or `owner/name@revision`, e.g. `hfmlsoc/hub_weekly_snapshots`."
+    )
+    since: date | None = Field(None, description="Only versions dated on or after this day.")
+    until: date | None = Field(None, description="Only versions dated on or before this day.")
+    every: Literal["week", "month", "quarter"] | None = Field(
+        None, description="Keep only the newest version of each period."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _hub_dataset(cls, value: str) -> str:
+        if not HUB_DATASET.match(value):
+            raise ValueError("must be a Hub dataset repo, owner/name or owner/name@revision (local paths are refused)")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BackfillRequest:
+        if self.since and self.until and self.since > self.until:
+            raise ValueError("since is after until")
+        return self
+
 
 # A worker is presumed gone after missing this many heartbeats in a row, and never sooner than STALE_MIN_S:
 # a loaded machine or a slow disk can delay one write, and a false "no worker" would refuse a request.
@@ -102,16 +142,19 @@ def worker_liveness(status: dict[str, Any], now: datetime) -> Liveness:
     if last_seen is None or (now - last_seen).total_seconds() > stale_after:
         return liveness("gone")
     # Reclassifying stored snapshots at start is work in progress too: a request waits for it, as for a run.
-    return liveness("running" if status.get("state") in ("running", "reclassifying") else "idle")
+    return liveness("running" if status.get("state") in ("running", "reclassifying", "backfilling") else "idle")
 
 
-def request_snapshot(data_dir: Path) -> str:
-    """Ask the worker for a snapshot now (used by POST /v1/snapshots); returns the request id."""
+def request_snapshot(data_dir: Path, backfill: BackfillRequest | None = None) -> str:
+    """Ask the worker for a snapshot now, or for a backfill (used by POST /v1/snapshots); returns the request id."""
     folder = Layout(Path(data_dir)).requests
     folder.mkdir(parents=True, exist_ok=True)
     request_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     aside = folder / f".{request_id}"
-    aside.write_text(json.dumps({"id": request_id, "requested_at": datetime.now(UTC).isoformat()}))
+    body: dict[str, Any] = {"id": request_id, "requested_at": datetime.now(UTC).isoformat()}
+    if backfill is not None:
+        body["backfill"] = backfill.model_dump(mode="json")
+    aside.write_text(json.dumps(body))
     os.replace(aside, folder / f"{request_id}.json")
     return request_id
 
@@ -122,9 +165,17 @@ def pending_requests(data_dir: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
-def take_requests(data_dir: Path) -> list[str]:
-    """Consume the pending snapshot requests (the worker, when it starts a run)."""
-    taken = pending_requests(data_dir)
-    for request_id in taken:
-        (Layout(Path(data_dir)).requests / f"{request_id}.json").unlink(missing_ok=True)
+def take_requests(data_dir: Path) -> list[dict[str, Any]]:
+    """Consume the pending requests (the worker, when it starts a run): each `{"id", "requested_at"}` and, for a
+    backfill, `"backfill"` (a BackfillRequest as JSON). A file that does not parse is taken as a plain request."""
+    folder = Layout(Path(data_dir)).requests
+    taken = []
+    for request_id in pending_requests(data_dir):
+        path = folder / f"{request_id}.json"
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError):
+            body = {}
+        taken.append({**(body if isinstance(body, dict) else {}), "id": request_id})
+        path.unlink(missing_ok=True)
     return taken

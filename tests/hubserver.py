@@ -1,4 +1,4 @@
-"""A local, Hub-compatible HTTP server for ``GET /api/models``.
+"""A local, Hub-compatible HTTP server for ``GET /api/models``, and dataset repos (tests/hubdatasets.py).
 
 The point is to let the *real* ``huggingface_hub.HfApi(endpoint=hub.url).list_models(...)`` client page
 through a stored snapshot exactly as it would through https://huggingface.co/api/models, so tests and
@@ -11,6 +11,9 @@ Standard library only. Typical use::
 
 Fault injection goes through ``hook``: it sees every request first and may return a :class:`Response`
 (e.g. a 429, a 503, a body truncated with ``close_after``) or sleep and return ``None`` to fall through.
+
+``HubServer(records, datasets={"owner/name": DatasetRepo(...)})`` also serves those dataset repos: tree, commits,
+revision info, paths-info and files (HEAD, Range), as ``HfApi`` and ``HfFileSystem`` read them.
 
 Run ``python -m tests.hubserver PATH [--port N] [--page-size N]`` to serve a file by hand.
 """
@@ -35,8 +38,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self, cast
+from typing import IO, TYPE_CHECKING, Any, Self, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+if TYPE_CHECKING:
+    from tests.hubdatasets import DatasetRepo
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -171,6 +177,8 @@ class RequestInfo:
     headers: dict[str, str]
     #: ``time.monotonic()`` on arrival; lets fault-injection tests measure client back-off.
     received_at: float = 0.0
+    #: The request body (a POST's form, e.g. ``paths-info``).
+    body: bytes = b""
 
 
 @dataclass
@@ -187,6 +195,8 @@ class Response:
     body: bytes = b""
     close_after: int | None = None
     body_delay: float = 0.0
+    #: A body sent in chunks instead of ``body`` (a large file); ``close_after`` counts its bytes too.
+    stream: Iterator[bytes] | None = None
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -290,6 +300,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch()
 
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
     def do_POST(self) -> None:
         self._dispatch()
 
@@ -305,20 +318,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         hub = cast(_HTTPServer, self.server).hub
         split = urlsplit(self.path)
+        body = b""
+        if self.command not in ("GET", "HEAD"):
+            # Read any body so a keep-alive connection stays in sync.
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                body = self.rfile.read(length)
         info = RequestInfo(
             method=self.command,
             path=split.path,
             query=parse_qs(split.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in self.headers.items()},
             received_at=time.monotonic(),
+            body=body,
         )
         # Recorded before the hook runs, so a hook can count requests via hub.requests.
         hub._record(info)
-        if self.command != "GET":
-            # Drain any body so a keep-alive connection stays in sync.
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
         response: Response | None = None
         hook = hub.hook
         if hook is not None:
@@ -343,6 +358,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if response.body_delay > 0:
             time.sleep(response.body_delay)
+        if self.command == "HEAD":
+            return
+        if response.stream is not None:
+            left = response.close_after
+            for chunk in response.stream:
+                if left is not None:
+                    chunk, left = chunk[: max(0, left)], left - len(chunk)
+                self.wfile.write(chunk)
+                if left is not None and left <= 0:
+                    break
+            if left is not None:
+                self.close_connection = True
+            return
         if response.close_after is None:
             self.wfile.write(response.body)
             return
@@ -372,6 +400,7 @@ class HubServer:
         hook: Hook | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        datasets: dict[str, DatasetRepo] | None = None,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
@@ -385,6 +414,8 @@ class HubServer:
         self._port = port
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        #: Dataset repos served by id (tests/hubdatasets.py); may be changed between test phases.
+        self.datasets: dict[str, DatasetRepo] = datasets if datasets is not None else {}
 
         self._full: list[bytes] = []
         self._ids: list[str] = []
@@ -473,6 +504,12 @@ class HubServer:
 
     def handle(self, info: RequestInfo) -> Response:
         """Produce the normal (hook-less) response for a request."""
+        if info.path.startswith(("/api/datasets/", "/datasets/")):
+            from tests.hubdatasets import handle
+
+            reply = handle(self.datasets, info.method, info.path, info.query, info.headers, info.body, self.url)
+            if reply is not None:
+                return Response(reply.status, reply.headers, reply.body, stream=reply.stream)
         if info.path.rstrip("/") != "/api/models":
             return _error(404, f"Not found: {info.path}")
         if info.method != "GET":

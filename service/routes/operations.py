@@ -6,10 +6,11 @@ import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
 
 from hubcensus.queries import control
 from hubcensus.queries.datadir import SnapshotNotFound, remove_snapshot
@@ -54,6 +55,9 @@ def read_status(request: Request, store: StoreDep) -> dict[str, Any]:
         "next_run": status.get("next_run"),
         "last_success": status.get("last_success"),
         "last_failure": status.get("last_failure"),
+        # A backfill in progress (files done / total, the current file, its bytes read), and the last one's outcome.
+        "backfill": status.get("backfill"),
+        "last_backfill": status.get("last_backfill"),
         "pending_requests": control.pending_requests(data_dir),
         "latest_snapshot": None
         if latest is None
@@ -110,14 +114,23 @@ ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+class SnapshotRequest(BaseModel):
+    """The optional body of `POST /v1/snapshots`: without `backfill`, a snapshot of the Hub now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backfill: control.BackfillRequest | None = None
+
+
 @router.post(
     "/v1/snapshots",
     status_code=202,
     dependencies=[AdminDep],
     responses={**ADMIN_RESPONSES, 503: error_doc("`no_worker`: no live worker; nothing was queued.")},
 )
-def create_snapshot(store: StoreDep) -> JSONResponse:
-    """Ask the worker to take a snapshot now; follow it in `GET /v1/status`.
+def create_snapshot(store: StoreDep, body: Annotated[SnapshotRequest | None, Body()] = None) -> JSONResponse:
+    """Ask the worker to take a snapshot now, or, with a body `{"backfill": {"source": "owner/name", "since",
+    "until", "every"}}`, to backfill from that Hub dataset repo; follow it in `GET /v1/status` (`backfill`).
 
     Queued (202) only when a worker is alive (its heartbeat in status.json is fresh): the message says
     whether it starts at once or after the run in progress. Without one, 503 `no_worker` and nothing is
@@ -130,7 +143,7 @@ def create_snapshot(store: StoreDep) -> JSONResponse:
             f"{liveness.describe(now)} Nothing was queued: start a worker on this data dir "
             "(`hubcensus worker --schedule CRON`), or take a snapshot with `hubcensus ingest`.",
         )
-    request_id = control.request_snapshot(store.data_dir)
+    request_id = control.request_snapshot(store.data_dir, body.backfill if body is not None else None)
     return JSONResponse(
         {
             "request": request_id,
