@@ -15,19 +15,19 @@ For each N: a generated Hub (benchmarks/generate.py, cached in benchmarks/data/)
 5. HTTP at concurrency 32 over loopback: `hubcensus serve` (uvicorn) in one process, the load generator
    (benchmarks/loadgen.py) in another, on a cached query (and on /healthz, the floor of the stack);
 6. the API process's peak RSS with the snapshot plus ten older ones, after querying each;
-8. at the largest N: a store of 100 weekly snapshots growing from N/2 to N with weekly churn
-   (benchmarks/weekly.py): history across all of them, uncached, the API's peak RSS, disk per snapshot;
-
 8. a backfill (`hubcensus backfill`'s code, ranged reads) of the generated Hub as one hub-stats-style Parquet file
    served by the loopback test Hub (tests/hubdatasets.py), beside a full download then import of it and DuckDB's
    own `read_parquet` of the file into a file database: models/s, their ratio, peak RSS (benchmarks/backfill.py);
+9. at the largest N: a store of 100 weekly snapshots growing from N/2 to N with weekly churn
+   (benchmarks/weekly.py): history across all of them, uncached, the API's peak RSS, disk per snapshot;
 
 and once per run: 7. ingest under a server-enforced rate limit (fixed windows, 429 + RateLimit), against the
 floor pages ÷ rate. Prints a table with PASS/MISS per target and writes benchmarks/results/<name>.json.
 
 Sections 1-3 and 5-7 are here; the modes (full, quick) are in benchmarks/modes.py, the processes it starts in
 benchmarks/processes.py, the query store in benchmarks/store.py, section 4 in benchmarks/routes.py, section 8 in
-benchmarks/backfill.py, and the table, the bounds and the machine in benchmarks/report.py.
+benchmarks/backfill.py, section 9 in benchmarks/weekly.py, and the table, the bounds and the machine in
+benchmarks/report.py.
 """
 
 from __future__ import annotations
