@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tarfile
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,6 +27,10 @@ LIST_2024 = FIXTURES / "rimel_2024-12-15_list.json.gz"
 TAKEN_2024 = datetime(2024, 12, 15, tzinfo=UTC)
 LIST_2025 = FIXTURES / "rimel_2025-01-14_list.json.gz"
 TAKEN_2025 = datetime(2025, 1, 14, tzinfo=UTC)
+# The 2025 fine-tune trees (full model infos), and the snapshot classifier 2026.11.1 wrote of them.
+TREES = FIXTURES / "hamidah_2025_model_trees_modelinfo.jsonl.gz"
+OLD_RELEASE = FIXTURES / "snapshot-2026.11.1-fine-tune-trees.tar.gz"
+OLD_ID = "20250426T000000Z-6ed330"
 
 
 def read_jsonl_gz(path: Path) -> list[dict[str, Any]]:
@@ -50,3 +55,11 @@ def expected_share(
         if all(rec.get(k) == v for k, v in filters.items()):
             out.setdefault(rec.get(by), Counter())[bucket_of(rec, method, universe)] += 1
     return out
+
+
+def old_release_store(data_dir: Path) -> Path:
+    """A data dir holding the snapshot hubcensus at classifier 2026.11.1 wrote (no config facts stored)."""
+    (data_dir / "snapshots").mkdir(parents=True)
+    with tarfile.open(OLD_RELEASE) as tar:
+        tar.extractall(data_dir / "snapshots", filter="data")
+    return data_dir

@@ -33,9 +33,18 @@ from hubcensus.queries.share import GroupBy
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.queries.summary import SUMMARY_VERSION, read_summary, summarize, write_summary
 from hubcensus.service.app import create_app
-from tests.data import BUNDLED, FIXTURES, LIST_2024, LIST_2025, TAKEN_2022, read_jsonl_gz
+from tests.data import (
+    BUNDLED,
+    FIXTURES,
+    LIST_2024,
+    LIST_2025,
+    OLD_ID,
+    TAKEN_2022,
+    TREES,
+    old_release_store,
+    read_jsonl_gz,
+)
 from tests.helpers import hubcensus
-from tests.test_reclassify import OLD_ID, TREES, old_release_store
 
 BACKFILL = "hf://datasets/hfmlsoc/hub_weekly_snapshots"
 

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -25,26 +24,15 @@ from hubcensus.queries.datadir import DB_NAME, META_NAME
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from tests.data import FIXTURES, TAKEN_2022
+from tests.data import OLD_ID, TAKEN_2022, TREES, old_release_store
 from tests.helpers import hubcensus
 
-TREES = FIXTURES / "hamidah_2025_model_trees_modelinfo.jsonl.gz"
-OLD_RELEASE = FIXTURES / "snapshot-2026.11.1-fine-tune-trees.tar.gz"
-OLD_ID = "20250426T000000Z-6ed330"
 # The names classifier 2026.11.1 kept of a repo's files: the new rules also read some it dropped (split GGUF
 # parts, ONNX external data), which an old snapshot cannot have.
 OLD_WEIGHT_FILE = re.compile(
     r"\.(bin|pt|pth|h5|hdf5|pb|pbtxt|tflite|msgpack|safetensors|onnx|gguf|ggml|keras|ckpt|pkl|pickle|joblib"
     r"|npz|npy|mlmodel|nemo|ot|model|tar|zip)$"
 )
-
-
-def old_release_store(data_dir: Path) -> Path:
-    """A data dir holding the snapshot hubcensus at classifier 2026.11.1 wrote (no config facts stored)."""
-    (data_dir / "snapshots").mkdir(parents=True)
-    with tarfile.open(OLD_RELEASE) as tar:
-        tar.extractall(data_dir / "snapshots", filter="data")
-    return data_dir
 
 
 def _without_config(record: dict[str, Any]) -> dict[str, Any]:
