@@ -316,6 +316,15 @@ def test_history_keeps_to_one_source(mixed: Path) -> None:
         assert error["details"][0]["parameter"] == "source"
 
 
+def test_the_cli_history_keeps_to_one_source(mixed: Path) -> None:
+    # `hubcensus query history` runs the route in-process: its --source is the route's parameter.
+    csv = hubcensus("query", "history", "--source", BACKFILL, "--format", "csv", "--data-dir", str(mixed))
+    assert csv.returncode == 0, csv.stderr
+    assert csv.stdout.count("\n") == 31 and "29432" not in csv.stdout
+    bad = hubcensus("query", "history", "--source", "nope", "--data-dir", str(mixed))
+    assert bad.returncode == 1 and "error: --source: no snapshot has the source 'nope'" in bad.stderr
+
+
 def test_the_dashboard_history_keeps_to_one_source(mixed: Path) -> None:
     with TestClient(create_app(Settings(data_dir=mixed, cache_mb=0))) as api:
         page = api.get("/", params={"source": BACKFILL}).text
