@@ -114,7 +114,7 @@ def publish_with(con: duckdb.DuckDBPyConnection, directory: Path, meta: Snapshot
 @dataclass(frozen=True)
 class LoadedSummaries:
     """A cursor on the table `summaries`, and which snapshots' rows it holds: `keys` maps each requested snapshot
-    that is loaded to its `sid` in the table (a small integer: grouping on it is 3x faster than on the id);
+    that is loaded to its `sid` in the table (a small integer: grouping on it is faster than on the id);
     `complete` says the table holds no other snapshot's rows, so a query needs no filter on `sid`."""
 
     con: duckdb.DuckDBPyConnection
@@ -129,8 +129,8 @@ class SummaryIndex:
 
     Loaded incrementally: a snapshot's rows are read (from its summary file, or computed once from its model
     table and written beside it) the first time a history asks for it and again when it is reclassified; rows
-    of snapshots that left the listing are dropped. Its size is bounded by the listing (about 1,200 rows, some
-    60 KB, per snapshot of 2 million models).
+    of snapshots that left the listing are dropped. Its size is bounded by the listing (about 1,200 rows per
+    snapshot of 2 million models).
     """
 
     def __init__(self, store: SnapshotStore) -> None:
@@ -192,6 +192,10 @@ class SummaryIndex:
                     con.execute("DELETE FROM summaries WHERE sid = ?", [self._keys[meta.id]])
                     con.execute(f"INSERT INTO summaries SELECT ?, {_COLUMNS} FROM summary_rows", [self._keys[meta.id]])
                     con.commit()
+                except BaseException:
+                    with contextlib.suppress(duckdb.Error):  # none open if begin() itself failed
+                        con.rollback()  # the old rows stay, still marked as what they are
+                    raise
                 finally:
                     con.unregister("summary_rows")
                 self._loaded[meta.id] = revision(meta)

@@ -200,6 +200,31 @@ def test_a_summary_that_cannot_be_stored_still_answers(tmp_path: Path) -> None:
     assert [r["models"] for r in body.json()["rows"]] == expected.column("models").to_pylist()
 
 
+def test_concurrent_histories_on_a_fresh_store_agree(data_dir: Path) -> None:
+    # Threads ask for histories while the summaries are still being loaded (by one of them, or by another for
+    # a different range): every answer equals the one from the model tables.
+    store = SnapshotStore(data_dir)
+    snapshots = _snapshots(store)
+    expected = {n: history_from_models(store, snapshots[:n], method="files") for n in (1, 2, len(snapshots))}
+    store.close()
+    fresh = SnapshotStore(data_dir)
+    errors: list[BaseException] = []
+
+    def ask(n: int) -> None:
+        try:
+            for _ in range(5):
+                assert history_from_summaries(fresh, snapshots[:n], method="files").equals(expected[n])
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in (*expected, *expected)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 def test_a_history_opens_no_snapshot_file(data_dir: Path) -> None:
     # Summaries already loaded: a history across every snapshot attaches none of them.
     store = SnapshotStore(data_dir)
@@ -323,6 +348,15 @@ def test_history_keeps_to_one_source(mixed: Path) -> None:
         error = bad.json()["error"]
         assert error["code"] == "invalid_parameter" and "trending.json" in error["message"]
         assert error["details"][0]["parameter"] == "source"
+
+
+def test_the_cli_history_keeps_to_one_source(mixed: Path) -> None:
+    # `hubcensus query history` runs the route in-process: its --source is the route's parameter.
+    csv = hubcensus("query", "history", "--source", BACKFILL, "--format", "csv", "--data-dir", str(mixed))
+    assert csv.returncode == 0, csv.stderr
+    assert csv.stdout.count("\n") == 31 and "29432" not in csv.stdout
+    bad = hubcensus("query", "history", "--source", "nope", "--data-dir", str(mixed))
+    assert bad.returncode == 1 and "error: --source: no snapshot has the source 'nope'" in bad.stderr
 
 
 def test_the_dashboard_history_keeps_to_one_source(mixed: Path) -> None:
