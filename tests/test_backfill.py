@@ -468,9 +468,10 @@ def test_the_token_stays_on_the_endpoint_and_the_pace_holds(tmp_path: Path, week
     assert "hf_s3cret" not in "".join(p.read_text() for p in Layout(tmp_path).snapshots.glob("*/meta.json"))
     retried = [r.received_at for r in requests if "/resolve/" in r.path and r.method == "GET"][1]
     assert retried - throttled[0] >= 1.9
-    # API calls (not file reads) at most 4 a second: the pacer spaces them at least 250 ms apart when sent.
+    # API calls (not file reads) at most 4 a second: the pacer spaces them 250 ms apart when sent; arrivals are
+    # stamped by the server's threads, which a loaded machine may delay, so the bound leaves room (unpaced: ~2 ms).
     api = [r.received_at for r in requests if r.path.startswith("/api/")]
-    assert len(api) >= 4 and min(b - a for a, b in itertools.pairwise(api)) >= 0.2
+    assert len(api) >= 4 and min(b - a for a, b in itertools.pairwise(api)) >= 0.1
     # A user and password in the endpoint: sent as basic auth instead, and never shown.
     with HubServer([], datasets={WEEKLY: weekly_repo(week_files, sorted(week_files)[:1])}) as hub:
         endpoint = hub.url.replace("http://", "http://user:pa55word@")
