@@ -153,7 +153,8 @@ def run_backfill(endpoint: str, repo: str, data_dir: Path, read: str) -> dict[st
     downloaded with `hf_hub_download`, then imported as `hubcensus import` would."""
     from huggingface_hub import HfApi, hf_hub_download
 
-    from hubcensus.ingest.backfill import WEEKLY_FILE, backfill
+    from hubcensus.ingest.archives import WEEKLY_FILE
+    from hubcensus.ingest.backfill import backfill
     from hubcensus.ingest.dumps import import_dump
     from hubcensus.ingest.hub import HubOptions
 

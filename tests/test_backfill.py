@@ -26,7 +26,8 @@ from huggingface_hub import HfApi, hf_hub_download, set_client_factory
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils._http import default_client_factory
 
-from hubcensus.ingest.backfill import Version, backfill, select
+from hubcensus.ingest.archives import Version
+from hubcensus.ingest.backfill import backfill, select
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.hub import HubOptions
 from hubcensus.queries.control import read_status, write_status
