@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hubcensus.queries.store import MAX_ATTACHED
+
 if TYPE_CHECKING:
     from hubcensus.ingest.hub import HubOptions
 
@@ -47,7 +49,10 @@ class Settings(BaseSettings):
         1024, ge=64, description="Memory DuckDB may use for queries and cached data, all snapshots together, in MiB."
     )
     max_attached: int = Field(
-        16, ge=2, le=1024, description="Snapshots the API keeps open at most (the least recently used is closed)."
+        MAX_ATTACHED,
+        ge=2,
+        le=1024,
+        description="Snapshots the API keeps open at most (the least recently used is closed).",
     )
     admin_token: SecretStr | None = Field(None, description="Enables POST/DELETE /v1/snapshots; required as Bearer.")
     seed_bundled: bool = Field(
