@@ -126,7 +126,11 @@ class SnapshotRequest(BaseModel):
     "/v1/snapshots",
     status_code=202,
     dependencies=[AdminDep],
-    responses={**ADMIN_RESPONSES, 503: error_doc("`no_worker`: no live worker; nothing was queued.")},
+    responses={
+        **ADMIN_RESPONSES,
+        400: error_doc("`http_error`: the body is not JSON."),
+        503: error_doc("`no_worker`: no live worker; nothing was queued."),
+    },
 )
 def create_snapshot(store: StoreDep, body: Annotated[SnapshotRequest | None, Body()] = None) -> JSONResponse:
     """Ask the worker to take a snapshot now, or, with a body `{"backfill": {"source": "owner/name", "since",
