@@ -6,6 +6,7 @@ import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from hubcensus.queries.datadir import DB_NAME, Layout, SnapshotMeta, new_snapshot_id, publish, read_meta, seal, work_dir
 
@@ -20,9 +21,8 @@ def build_store(snapshot_dir: Path, store: Path, older: int) -> list[str]:
     """
     import duckdb
 
-    from hubcensus.queries.frameworks import CLASSIFIER_VERSION, mask_sql
+    from hubcensus.queries.frameworks import mask_sql
     from hubcensus.queries.sql import sql_path
-    from hubcensus.queries.summary import publish_with
 
     shutil.rmtree(store, ignore_errors=True)
     latest = read_meta(snapshot_dir)
@@ -53,25 +53,37 @@ def build_store(snapshot_dir: Path, store: Path, older: int) -> list[str]:
                 )
                 FROM src ORDER BY id
             """)
-            con.execute("CREATE TABLE bad_records (position BIGINT, reason VARCHAR, excerpt VARCHAR)")
-            models = int(con.execute("SELECT count(*) FROM models").fetchall()[0][0])
-            meta = SnapshotMeta(
-                id=sid,
-                taken_at=taken_at,
-                source=f"benchmark: {latest.id} minus {4 * i}%",
-                kind="import",
-                models=models,
-                bad_records=0,
-                duration_s=round(time.perf_counter() - started, 3),
-                classifier_version=CLASSIFIER_VERSION,
-                published_at=datetime.now(UTC),
-            )
-            meta = publish_with(con, build, meta, "models")  # its summary, as the product's writer makes it
-            con.execute("CREATE TABLE meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
-            con.execute("DETACH s")
-            con.execute("CHECKPOINT")
-            con.close()
-            seal(build, meta)
-            publish(store, build, sid)
+            publish_derived(con, store, build, sid, taken_at, f"benchmark: {latest.id} minus {4 * i}%", started)
         ids.append(sid)
     return ids
+
+
+def publish_derived(
+    con: Any, store: Path, build: Path, sid: str, taken_at: datetime, source: str, started: float
+) -> SnapshotMeta:
+    """Finish a snapshot whose `models` table SQL wrote into `build` (`con`, with the source attached as `s`):
+    its bad_records and meta tables, its summary as the product's writer makes it, then seal and publish it."""
+    from hubcensus.queries.frameworks import CLASSIFIER_VERSION
+    from hubcensus.queries.summary import publish_with
+
+    con.execute("CREATE TABLE bad_records (position BIGINT, reason VARCHAR, excerpt VARCHAR)")
+    models = int(con.execute("SELECT count(*) FROM models").fetchall()[0][0])
+    meta = SnapshotMeta(
+        id=sid,
+        taken_at=taken_at,
+        source=source,
+        kind="import",
+        models=models,
+        bad_records=0,
+        duration_s=round(time.perf_counter() - started, 3),
+        classifier_version=CLASSIFIER_VERSION,
+        published_at=datetime.now(UTC),
+    )
+    meta = publish_with(con, build, meta, "models")
+    con.execute("CREATE TABLE meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
+    con.execute("DETACH s")
+    con.execute("CHECKPOINT")
+    con.close()
+    seal(build, meta)
+    publish(store, build, sid)
+    return meta

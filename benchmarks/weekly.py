@@ -21,20 +21,19 @@ import argparse
 import json
 import shutil
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import percentile
 from benchmarks.processes import ROOT, api_server, http_get, log, proc_memory
+from benchmarks.store import publish_derived
 from hubcensus.queries.datadir import (
     DB_NAME,
     Layout,
     SnapshotMeta,
     new_snapshot_id,
-    publish,
     read_meta,
-    seal,
     work_dir,
 )
 
@@ -71,9 +70,7 @@ def build_weekly_store(source_db: Path, store: Path, weeks: int = WEEKS) -> list
     writer does. Returns their metas, oldest first."""
     import duckdb
 
-    from hubcensus.queries.frameworks import CLASSIFIER_VERSION
     from hubcensus.queries.sql import sql_path
-    from hubcensus.queries.summary import publish_with
 
     shutil.rmtree(store, ignore_errors=True)
     latest = read_meta(source_db.parent)
@@ -86,29 +83,10 @@ def build_weekly_store(source_db: Path, store: Path, weeks: int = WEEKS) -> list
             con = duckdb.connect(str(build / DB_NAME))
             con.execute(f"ATTACH {sql_path(source_db)} AS s (READ_ONLY)")
             con.execute(_WEEK_SQL, {"week": week, "weeks": weeks})
-            con.execute("CREATE TABLE bad_records (position BIGINT, reason VARCHAR, excerpt VARCHAR)")
-            models = int(con.execute("SELECT count(*) FROM models").fetchall()[0][0])
-            meta = SnapshotMeta(
-                id=sid,
-                taken_at=taken_at,
-                source="benchmark: weekly history",
-                kind="import",
-                models=models,
-                bad_records=0,
-                duration_s=round(time.perf_counter() - started, 3),
-                classifier_version=CLASSIFIER_VERSION,
-                published_at=datetime.now(UTC),
-            )
-            meta = publish_with(con, build, meta, "models")
-            con.execute("CREATE TABLE meta AS SELECT ?::JSON AS meta", [meta.model_dump_json()])
-            con.execute("DETACH s")
-            con.execute("CHECKPOINT")
-            con.close()
-            seal(build, meta)
-            publish(store, build, sid)
+            meta = publish_derived(con, store, build, sid, taken_at, "benchmark: weekly history", started)
         metas.append(meta)
         if week % 10 == 0 or week == weeks - 1:
-            log(f"  week {week + 1}/{weeks}: {models:,} models in {time.perf_counter() - started:.1f} s")
+            log(f"  week {week + 1}/{weeks}: {meta.models:,} models in {time.perf_counter() - started:.1f} s")
     return metas
 
 
