@@ -21,6 +21,7 @@ from hubcensus.ingest.writer import storage_errors
 from hubcensus.queries.datadir import DB_NAME, Reclassification, SnapshotMeta, SnapshotNotFound, replace, seal, work_dir
 from hubcensus.queries.facts import WEIGHT_FILE
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, METHODS, classified_sql
+from hubcensus.queries.lake import write_after_publish
 from hubcensus.queries.sql import sql_path
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.queries.summary import publish_with
@@ -94,6 +95,7 @@ def reclassify(data_dir: Path, snapshot_id: str, *, force: bool = False) -> Snap
             raise IngestError(
                 f"snapshot {meta.id} was removed while it was reclassified; nothing was changed"
             ) from None
+    write_after_publish(data_dir, new)  # the lake of the old columns is replaced with the new
     log.info(
         "reclassified %s: %s -> %s, changed %s", meta.id, meta.classifier_version, CLASSIFIER_VERSION, new.reclassified
     )

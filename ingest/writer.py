@@ -33,6 +33,7 @@ from hubcensus.queries.datadir import (
 )
 from hubcensus.queries.facts import WEIGHT_FILE
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION, classified_sql
+from hubcensus.queries.lake import write_after_publish
 from hubcensus.queries.sql import sql_path
 from hubcensus.queries.summary import publish_with
 
@@ -243,4 +244,7 @@ class SnapshotWriter(Staging):
         remove_db(self._tmp / STAGING_NAME)
         seal(self._tmp, meta)
         publish(self.data_dir, self._tmp, self.id)
+        # Every ingest, import and backfill publishes here: its lake is written now, before the caller (the
+        # worker's archive upload) goes on.
+        write_after_publish(self.data_dir, meta)
         return meta

@@ -9,6 +9,7 @@ API) share only this contract. Layout (docs/ARCHITECTURE.md explains the choice)
     DATA_DIR/tmp/<name>/                      a work dir: a snapshot being written, with a held .lock file
     DATA_DIR/tmp/.lock                        held while a work dir is created and while tmp/ is cleaned
     DATA_DIR/resume/<key>/                    a resumable ingest's work dir, kept when the run fails
+    DATA_DIR/lake/<table>/snapshot_date=…/    every snapshot as Parquet for other engines (queries.lake)
     DATA_DIR/status.json                      the worker's state and heartbeat (queries.control)
     DATA_DIR/requests/<id>.json               "take a snapshot now", for the worker (queries.control)
 
@@ -287,7 +288,7 @@ def replace(data_dir: Path, directory: Path, snapshot_id: str) -> None:
     target = layout.snapshot(snapshot_id)
     if not (target / META_NAME).exists():
         raise SnapshotNotFound(snapshot_id)
-    if not _exchange(directory, target):
+    if not exchange(directory, target):
         with tmp_creation_lock(data_dir):
             aside = layout.tmp / f"replaced-{snapshot_id}-{secrets.token_hex(3)}"
             os.rename(target, aside)
@@ -301,7 +302,7 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def _exchange(a: Path, b: Path) -> bool:
+def exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically with renameat2; False where the system cannot (then nothing was done)."""
     renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if renameat2 is None:
@@ -347,4 +348,9 @@ def remove_snapshot(data_dir: Path, snapshot_id: str) -> None:
         target = layout.tmp / f"removed-{snapshot_id}-{secrets.token_hex(3)}"
         os.rename(source, target)
     fsync_path(layout.snapshots)
+    # Its lake goes with it, after it: a kill in between leaves partitions no snapshot owns, which `hubcensus
+    # lake` removes. Imported here: the lake module builds on this one.
+    from hubcensus.queries.lake import remove_lake
+
+    remove_lake(data_dir, snapshot_id)
     shutil.rmtree(target, ignore_errors=True)
