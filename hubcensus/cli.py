@@ -1,5 +1,5 @@
-"""The `hubcensus` command: ingest, import, backfill, list, delete and prune snapshots, reclassify, query, serve,
-demo, worker.
+"""The `hubcensus` command: ingest, import, backfill, list, delete and prune snapshots, reclassify, write the lake,
+query, serve, demo, worker.
 
 Each command is here; what they print is display.py, how options become Settings options.py, the named
 queries client.py, serving serving.py, logging logs.py.
@@ -387,6 +387,43 @@ def reclassify_snapshots(
 
 
 @app.command()
+def lake(
+    snapshots: Annotated[
+        list[str] | None,
+        typer.Option("--snapshot", help="Only this snapshot (repeatable); none: every snapshot, and remove orphans."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rewrite even lakes that are current.")] = False,
+    data_dir: DataDirOpt = DATA_DIR,
+) -> None:
+    """Write the Parquet lake (DATA_DIR/lake, docs/LAKE.md) of snapshots that lack it or have a stale one."""
+    import duckdb
+
+    from hubcensus.queries.lake import lake_root, sync_lake
+
+    settings = options.settings(data_dir=data_dir)
+    store = SnapshotStore(existing(settings.data_dir))
+    try:
+        ids = [store.get(s).id for s in snapshots] if snapshots else None
+        done = sync_lake(settings.data_dir, ids, force=force)
+    except SnapshotNotFound as exc:
+        fail(f"no snapshot with id {exc.snapshot_id!r} in {settings.data_dir}; no lake written")
+    except (OSError, duckdb.Error) as exc:
+        fail(f"writing the lake failed: {exc}")
+    for w in done.written:
+        out.print(
+            f"wrote the lake of {w.snapshot_id}: {len(w.files)} files, {w.bytes:,} bytes in {w.seconds:.1f} s",
+            highlight=False,
+        )
+    for snapshot_id in done.removed:
+        out.print(f"removed the lake of {snapshot_id} (no such snapshot)", highlight=False)
+    out.print(
+        f"{len(done.written)} written, {len(done.current)} already current, {len(done.removed)} removed: "
+        f"{lake_root(settings.data_dir)}",
+        highlight=False,
+    )
+
+
+@app.command()
 def serve(
     host: Annotated[str, setting("host", "--host", help="Address to listen on.")] = Settings.default("host"),
     port: Annotated[int, setting("port", "--port", help="Port to listen on.")] = Settings.default("port"),
@@ -416,6 +453,11 @@ def demo(
 
     for meta in reclassify_outdated(settings.data_dir):
         out.print(f"reclassified {meta.id} under classifier {meta.classifier_version}", highlight=False)
+    # A data dir of a release before the lake: its snapshots get theirs (a new import wrote its own already).
+    from hubcensus.queries.lake import sync_lake
+
+    for written in sync_lake(settings.data_dir).written:
+        out.print(f"wrote the lake of {written.snapshot_id}", highlight=False)
     serving.serve(settings)
 
 

@@ -30,6 +30,7 @@ from hubcensus.queries.control import BackfillRequest, pending_requests, take_re
 from hubcensus.queries.datadir import SnapshotMeta, SnapshotNotFound, redact_url, remove_snapshot
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
 from hubcensus.queries.history import matches_source
+from hubcensus.queries.lake import sync_lake
 from hubcensus.queries.store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -296,10 +297,17 @@ def _beat(data_dir: Path, every: float, done: threading.Event) -> None:
 
 
 def _bring_up_to_date(data_dir: Path) -> None:
-    """On upgrade: recompute the snapshots an older classifier computed, and give a summary to those published
-    without one, before the first run (no new crawl)."""
+    """On upgrade: recompute the snapshots an older classifier computed, give a summary to those published
+    without one and a lake to those without a current one, before the first run (no new crawl)."""
     if outdated(data_dir):
         _reclassify_outdated(data_dir)
+    try:
+        lake = sync_lake(data_dir)
+    except (OSError, duckdb.Error) as exc:
+        log.error("writing the snapshots' lake failed: %s", exc)
+    else:
+        if lake.written or lake.removed:
+            log.info("lake: wrote %d snapshot(s), removed %d orphan(s)", len(lake.written), len(lake.removed))
     store = SnapshotStore(data_dir)
     try:
         done = store.summaries.prepare()
