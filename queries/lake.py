@@ -55,6 +55,9 @@ LAKE_DIR = "lake"
 LAKE_VERSION = 1
 FILE_NAME = "part-0.parquet"
 TABLES = ("models", "share_by_task", "summary")
+# DuckDB's own default is 80 % of RAM: at 2M models the writer then peaked at 1.25 GB RSS, inside the worker.
+# Streaming a COPY needs little; with this bound it peaked at 0.65 GB, in about the same time.
+MEMORY_MB = 512
 
 _KEY = "hubcensus.{}"
 _VERSION_KEY = b"hubcensus.lake_version"
@@ -213,6 +216,7 @@ def write_lake(data_dir: Path, meta: SnapshotMeta) -> LakeWritten:
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")  # the naive UTC timestamps are cast to TIMESTAMPTZ as UTC
+            con.execute(f"SET memory_limit = '{MEMORY_MB}MB'")
             con.execute(f"ATTACH {sql_path(db)} AS src (READ_ONLY)")
             present = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE src.models)").fetchall()}
             con.execute(_counts_sql(present))
