@@ -190,3 +190,19 @@ def test_every_table_is_documented_column_by_column(tmp_path: Path, table: str) 
     section = doc.split(f"### `{table}`", 1)[1].split("\n### ", 1)[0]
     columns = pq.read_schema(path).names
     assert [c for c in columns if f"| `{c}` |" not in section] == []
+
+
+def test_a_lake_that_cannot_be_written_leaves_the_snapshot_published(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A file where the lake's directory should be: every write under it fails, as on a full or broken disk.
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / LAKE_DIR).write_text("not a directory")
+    meta = import_dump(BUNDLED, tmp_path, taken_at=TAKEN_2022, max_bad_share=0.0)
+    assert [m.id for m in SnapshotStore(tmp_path).snapshots()] == [meta.id]
+    assert f"the lake of {meta.id} was not written" in caplog.text
+    assert f"hubcensus lake --snapshot {meta.id}" in caplog.text
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == [".lock"]  # its work dir is gone
+    (tmp_path / LAKE_DIR).unlink()
+    assert hubcensus("lake", "--data-dir", str(tmp_path)).returncode == 0
+    assert current(tmp_path, meta)
