@@ -53,11 +53,12 @@ MANIFEST_FORMAT = 1
 
 # A store that is down must fail a call in seconds, never hang a worker's run or a request: short connect
 # timeout, bounded read timeout, few retries (botocore's "standard" mode backs off between them).
+# A read timeout bounds each wait for bytes (not a whole transfer), so it can be short even for large files.
 CONNECT_TIMEOUT_S = 3.0
-READ_TIMEOUT_S = 30.0
-MAX_ATTEMPTS = 3
+READ_TIMEOUT_S = 10.0
+MAX_ATTEMPTS = 2
 # Large files go in parts, several at once (boto3's transfer manager), which is what makes a 2M-model file fast.
-TRANSFER = TransferConfig(multipart_threshold=32 * 2**20, multipart_chunksize=32 * 2**20, max_concurrency=8)
+TRANSFER = TransferConfig(multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20, max_concurrency=10)
 HASH_CHUNK = 4 * 2**20
 
 
@@ -235,7 +236,9 @@ class Archive:
         try:
             raw = json.loads(body)
             if int(raw.get("format", 0)) > MANIFEST_FORMAT:
-                log.warning("archive: manifest of %s has format %s, newer than this release's", snapshot_id, raw)
+                log.warning(
+                    "archive: manifest of %s has format %s, newer than this release's", snapshot_id, raw["format"]
+                )
                 return None
             return Manifest.model_validate(raw)
         except (ValueError, ValidationError, AttributeError) as exc:

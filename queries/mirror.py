@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hubcensus.queries.archive import Archive, ArchiveError, Manifest, revision, snapshot_path
+from hubcensus.queries.archive import Archive, ArchiveError, ChecksumMismatch, Manifest, revision, snapshot_path
 from hubcensus.queries.datadir import (
     DB_NAME,
     LOCK_NAME,
@@ -110,7 +110,11 @@ class Mirror:
                     continue  # unreadable, or of a newer format: skipped, and logged by Archive.manifest
                 self._manifests[sid] = manifest
             if sid not in local or revision(read_meta(meta_path.parent)) != revision(manifest.snapshot):
-                self._install(manifest, replacing=sid in local)
+                try:
+                    self._install(manifest, replacing=sid in local)
+                except ChecksumMismatch as exc:  # this snapshot's files are wrong: the others are still listed
+                    log.warning("archive: snapshot %s not listed: %s", sid, exc)
+                    self._failed(str(exc))
         for sid in local - set(committed):
             log.info("archive: snapshot %s is no longer in %s; removed here", sid, self.archive.url)
             self._manifests.pop(sid, None)

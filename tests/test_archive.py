@@ -4,6 +4,7 @@ commit point, API nodes that serve it from a local cache, and what each does whe
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from hubcensus.config import Settings
 from hubcensus.ingest.dumps import import_dump
 from hubcensus.ingest.hub import HubOptions
-from hubcensus.ingest.worker import Retention, run_once, sync_archive
+from hubcensus.ingest.worker import Retention, run_once, run_worker, sync_archive
 from hubcensus.queries.archive import Archive, ArchiveError, ArchiveLocation, Manifest, pending_uploads
 from hubcensus.queries.control import read_status
 from hubcensus.queries.datadir import SnapshotMeta, remove_snapshot
@@ -190,6 +191,7 @@ def test_a_snapshot_deleted_on_purpose_is_never_uploaded_again(
     assert sync_archive(data_dir, archive) == [old.id, new.id]
     assert archive.delete(old.id) is True
     assert archive.committed() == [new.id] and archive.deleted() == {old.id}
+    assert pending_uploads(data_dir, archive) == []  # a tombstone is not a snapshot the archive lacks
     # The worker still had it: it does not bring it back, and drops its own copy.
     assert sync_archive(data_dir, archive) == []
     assert archive.committed() == [new.id]
@@ -308,7 +310,10 @@ def test_a_manifest_from_an_older_worker_is_served_and_hides_nothing(
         manifest["snapshot"].pop(field, None)
     del manifest["uploaded_by"]
     archive._put(f"manifests/{old.id}.json", json.dumps(manifest).encode())
-    archive._put("manifests/29990101T000000Z-ffffff.json", json.dumps({"format": 99, "whatever": 1}).encode())
+    future = json.loads((archive.manifest(new.id) or pytest.fail("no manifest")).model_dump_json())
+    future.update(format=99, whatever=1)
+    future["snapshot"]["id"] = "29990101T000000Z-ffffff"
+    archive._put("manifests/29990101T000000Z-ffffff.json", json.dumps(future).encode())
     assert isinstance(archive.manifest(old.id), Manifest) and archive.manifest("29990101T000000Z-ffffff") is None
     with node(tmp_path / "node", archive) as client:
         wait_for_listing(client, [old.id, new.id])
@@ -354,3 +359,38 @@ def test_serve_with_an_archive_answers_over_http(
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert httpx.get(f"{url}{SHARE}").json()["snapshot"]["id"] == meta.id
+
+
+def test_an_idle_worker_uploads_what_the_store_could_not_take(
+    tmp_path: Path, crawl_2022: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store is down when the worker publishes; it comes back while the worker waits for its next run (hours
+    # away): the worker's periodic check uploads the snapshot, without a new run.
+    with WeedServer(tmp_path / "weed") as store:
+        for name, value in store.env.items():
+            monkeypatch.setenv(name, value)
+        archive = Archive.from_url(store.url())
+        store.stop()
+        data_dir = tmp_path / "data"
+        stop = threading.Event()
+        with HubServer(crawl_2022[:300], page_size=300) as hub:
+            options = HubOptions(endpoint=hub.url, max_rate=0, stop=stop)
+            worker = threading.Thread(
+                target=run_worker,
+                args=(data_dir, "0 3 * * *", options),
+                kwargs={"run_now": True, "archive": archive, "archive_every": 0.5, "heartbeat": 0.5},
+            )
+            worker.start()
+            try:
+                deadline = time.monotonic() + 60
+                while not (read_status(data_dir).get("archive") or {}).get("pending"):
+                    assert time.monotonic() < deadline, read_status(data_dir)
+                    time.sleep(0.1)
+                [pending] = read_status(data_dir)["archive"]["pending"]
+                store.start()
+                while archive.committed() != [pending]:
+                    assert time.monotonic() < deadline + 60, read_status(data_dir)
+                    time.sleep(0.2)
+            finally:
+                stop.set()
+                worker.join(60)

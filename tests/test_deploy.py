@@ -6,6 +6,7 @@ essentials. No Docker engine is needed: what Docker would run is run here as pla
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -1119,7 +1120,7 @@ def test_archive_compose_services_run_for_real(tmp_path: Path, crawl_2022: list[
     command, endpoint = weed_command(services["seaweedfs"], tmp_path / "objects", files["HUBCENSUS_S3_IDENTITIES_FILE"])
     poll = 2.0  # the stated delay, shortened for the test
     # What Docker would mount at /run/secrets/s3_credentials: the host file.
-    s3 = {"AWS_ENDPOINT_URL": endpoint, "AWS_SHARED_CREDENTIALS_FILE": files["HUBCENSUS_S3_CREDENTIALS_FILE"]}
+    credentials = files["HUBCENSUS_S3_CREDENTIALS_FILE"]
     with (tmp_path / "weed.log").open("wb") as out:
         weed = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
@@ -1135,13 +1136,16 @@ def test_archive_compose_services_run_for_real(tmp_path: Path, crawl_2022: list[
         with (
             HubServer(crawl_2022[:2000], page_size=500) as hub,
             run_service(
-                config, "worker", tmp_path, tmp_path / "worker", HF_ENDPOINT=hub.url, HUBCENSUS_MAX_RATE="0", **s3
+                config, "worker", tmp_path, tmp_path / "worker", HF_ENDPOINT=hub.url, HUBCENSUS_MAX_RATE="0",
+                AWS_ENDPOINT_URL=endpoint, AWS_SHARED_CREDENTIALS_FILE=credentials,
             ) as worker,
             run_service(
-                config, "api", tmp_path, tmp_path / "api-1", "api-1", HUBCENSUS_ARCHIVE_POLL=str(poll), **s3
+                config, "api", tmp_path, tmp_path / "api-1", "api-1", HUBCENSUS_ARCHIVE_POLL=str(poll),
+                AWS_ENDPOINT_URL=endpoint, AWS_SHARED_CREDENTIALS_FILE=credentials,
             ) as api1,
             run_service(
-                config, "api", tmp_path, tmp_path / "api-2", "api-2", HUBCENSUS_ARCHIVE_POLL=str(poll), **s3
+                config, "api", tmp_path, tmp_path / "api-2", "api-2", HUBCENSUS_ARCHIVE_POLL=str(poll),
+                AWS_ENDPOINT_URL=endpoint, AWS_SHARED_CREDENTIALS_FILE=credentials,
             ) as api2,
         ):  # fmt: skip
             procs = (worker, api1, api2)
@@ -1154,8 +1158,13 @@ def test_archive_compose_services_run_for_real(tmp_path: Path, crawl_2022: list[
 
             snapshot = wait_for(uploaded, "the worker's first snapshot in the archive", *procs, seconds=120)
             committed = time.monotonic()
+
+            def serves(api: Proc) -> bool:
+                latest: str | None = httpx.get(f"{api.url}/healthz").json()["latest"]
+                return latest == snapshot
+
             for api in (api1, api2):
-                wait_for(lambda api=api: httpx.get(f"{api.url}/healthz").json()["latest"] == snapshot, "pickup", *procs)
+                wait_for(functools.partial(serves, api), f"{api.name} to serve {snapshot}", *procs)
             picked_up_s = time.monotonic() - committed
             assert picked_up_s <= poll + 5, picked_up_s  # within the stated delay (and a fetch)
             headers = {"Host": "hubcensus.example"}

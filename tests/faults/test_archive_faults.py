@@ -171,3 +171,29 @@ def test_a_node_whose_cache_disk_is_full(
             leftovers = [p for p in node_dir.rglob("*") if p.name.endswith(".part")]
             assert leftovers == [] and not (node_dir / "snapshots" / old.id / "snapshot.duckdb").exists()
     report("archive: node cache disk full (tmpfs ENOSPC)", status=503, partial_files=0)
+
+
+def test_a_store_that_hangs_fails_in_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crawl_2022: list[dict[str, Any]], report: Report
+) -> None:
+    # A listener that takes connections and never answers (a store wedged, a firewall dropping replies): every
+    # call gives up after its read timeout and bounded retries; the worker's check and a node's request do not hang.
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        for name, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_REGION", "us-east-1")):
+            monkeypatch.setenv(name, value)
+        archive = Archive.from_url("s3://wedged/archive")
+        data_dir = tmp_path / "data"
+        dump = tmp_path / "dump.jsonl"
+        dump.write_text("".join(json.dumps(r) + "\n" for r in crawl_2022[:200]))
+        meta = import_dump(dump, data_dir, taken_at=T0, max_bad_share=0.0)
+        started = time.monotonic()
+        assert sync_archive(data_dir, archive) == []
+        took = time.monotonic() - started
+        assert took < 40, took
+        assert read_status(data_dir)["archive"]["pending"] == [meta.id]
+    report("archive: store accepts but never answers", gave_up_s=round(took, 1))
