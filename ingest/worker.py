@@ -171,16 +171,17 @@ def sync_archive(data_dir: Path, archive: Archive) -> list[str]:
     except ArchiveError as exc:
         log.warning("archive: upload failed, will retry: %s", exc)
         state["last_error"] = {"at": datetime.now(UTC).isoformat(), "reason": str(exc)}
+        checked = previous.get("checked_at")
         if pending is None:
-            # The store could not even be listed: pending are those pending at the last check, and every snapshot
-            # published since.
-            since = previous.get("checked_at") or ""
+            # The store could not even be listed: pending are those pending at the last complete check, and every
+            # snapshot published since.
+            since = datetime.fromisoformat(checked) if checked else datetime.min.replace(tzinfo=UTC)
             pending = sorted(
                 set(previous.get("pending") or [])
-                | {m.id for m in SnapshotStore(data_dir).snapshots() if m.published_at.isoformat() > since}
+                | {m.id for m in SnapshotStore(data_dir).snapshots() if m.published_at > since}
             )
         pending = [sid for sid in pending if sid not in uploaded]
-        write_status(data_dir, archive={**state, "pending": pending, "uploading": None})
+        write_status(data_dir, archive={**state, "pending": pending, "uploading": None, "checked_at": checked})
         return uploaded
     write_status(
         data_dir, archive={**state, "pending": [], "uploading": None, "checked_at": datetime.now(UTC).isoformat()}

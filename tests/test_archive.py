@@ -182,6 +182,12 @@ def test_a_store_down_keeps_snapshots_local_and_uploads_them_later(
         status = read_status(data_dir)["archive"]
         assert status["pending"] == [] and status["last_error"] is None
 
+        # Down again for two checks in a row: only what was published since the last good check is pending.
+        [later] = make_snapshots(data_dir, crawl_2022, 1)
+        store.stop()
+        assert sync_archive(data_dir, archive) == [] and sync_archive(data_dir, archive) == []
+        assert read_status(data_dir)["archive"]["pending"] == [later.id]
+
 
 def test_a_snapshot_deleted_on_purpose_is_never_uploaded_again(
     tmp_path: Path, archive: Archive, crawl_2022: list[dict[str, Any]]

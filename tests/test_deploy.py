@@ -1111,9 +1111,13 @@ def weed_command(service: dict[str, Any], directory: Path, identities: str) -> t
 
 
 def test_archive_compose_services_run_for_real(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
-    # One SeaweedFS, one worker ingesting from a local Hub, two `hubcensus serve` with separate empty data dirs:
-    # the compose file's command lines and environments, outside Docker. Both APIs serve the worker's snapshot
-    # within the stated delay, identically.
+    # One SeaweedFS, one worker ingesting from a local Hub, two `hubcensus serve` with separate empty data dirs, and
+    # nginx in front: the compose file's command lines and environments, outside Docker (the replicas on their own
+    # loopback addresses, `api` answered by a DNS server as Docker's). Both APIs serve the worker's snapshot within
+    # the stated delay, identically, whichever one the proxy picks.
+    nginx = nginx_binary()
+    records: dict[str, list[str]] = {"api": ["127.0.0.2", "127.0.0.3"]}
+    api_port, proxy_port = free_port(), free_port()
     config, files = archive_compose(tmp_path)
     services = config["services"]
     (tmp_path / "objects").mkdir()
@@ -1134,17 +1138,20 @@ def test_archive_compose_services_run_for_real(tmp_path: Path, crawl_2022: list[
         wait_for(store_answers, "the object store")
         assert weed.poll() is None, (tmp_path / "weed.log").read_text()[-3000:]
         with (
+            dns_server(records) as dns_port,
             HubServer(crawl_2022[:2000], page_size=500) as hub,
             run_service(
                 config, "worker", tmp_path, tmp_path / "worker", HF_ENDPOINT=hub.url, HUBCENSUS_MAX_RATE="0",
                 AWS_ENDPOINT_URL=endpoint, AWS_SHARED_CREDENTIALS_FILE=credentials,
             ) as worker,
             run_service(
-                config, "api", tmp_path, tmp_path / "api-1", "api-1", HUBCENSUS_ARCHIVE_POLL=str(poll),
+                config, "api", tmp_path, tmp_path / "api-1", "api-1", host="127.0.0.2", port=api_port,
+                HUBCENSUS_ARCHIVE_POLL=str(poll),
                 AWS_ENDPOINT_URL=endpoint, AWS_SHARED_CREDENTIALS_FILE=credentials,
             ) as api1,
             run_service(
-                config, "api", tmp_path, tmp_path / "api-2", "api-2", HUBCENSUS_ARCHIVE_POLL=str(poll),
+                config, "api", tmp_path, tmp_path / "api-2", "api-2", host="127.0.0.3", port=api_port,
+                HUBCENSUS_ARCHIVE_POLL=str(poll),
                 AWS_ENDPOINT_URL=endpoint, AWS_SHARED_CREDENTIALS_FILE=credentials,
             ) as api2,
         ):  # fmt: skip
@@ -1175,6 +1182,29 @@ def test_archive_compose_services_run_for_real(tmp_path: Path, crawl_2022: list[
             # Nothing shared on disk: each API cached the file itself; the worker's data dir is its own.
             for name in ("api-1", "api-2"):
                 assert (tmp_path / name / "snapshots" / snapshot / "snapshot.duckdb").exists()
+
+            # Through the proxy: one body and one ETag, whichever replica answers (both do).
+            conf = local_nginx_conf(tmp_path, dns_port, api_port, proxy_port)
+            log = tmp_path / "proxy.log"
+            with log.open("wb") as out:
+                popen = subprocess.Popen(
+                    [nginx, "-c", str(conf), "-p", f"{tmp_path}/", "-e", "stderr", "-g", nginx_globals(tmp_path)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            proxy = Proc("proxy", popen, log, f"http://127.0.0.1:{proxy_port}")
+            try:
+                wait_for(lambda: healthy(proxy), "the proxy to answer /healthz", proxy, *procs)
+                before = [requests_answered(api, SHARE) for api in (api1, api2)]
+                with httpx.Client(base_url=proxy.url, timeout=30) as client:
+                    through = [client.get(SHARE, params={"method": "tags"}) for _ in range(40)]
+                served = [requests_answered(api, SHARE) - b for api, b in zip((api1, api2), before, strict=True)]
+                assert all(r.status_code == 200 for r in through)
+                assert len({r.content for r in through}) == 1 and len({r.headers["etag"] for r in through}) == 1
+                assert sum(served) == 40 and min(served) >= 5, f"requests per replica: {served}"
+                assert proxy.terminate() == 0, proxy.tail()
+            finally:
+                stop(popen, 10)
             assert worker.terminate() == 0, worker.tail()
             for api in (api1, api2):
                 assert api.terminate() == 0, api.tail()
