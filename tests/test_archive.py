@@ -24,7 +24,7 @@ from hubcensus.queries.datadir import SnapshotMeta, remove_snapshot
 from hubcensus.queries.mirror import MARKER, NotACache, claim
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
-from tests.helpers import WeedServer, free_port, serving
+from tests.helpers import WeedServer, free_port, hubcensus, serving
 from tests.hubserver import HubServer
 
 SHARE = "/v1/frameworks/share"
@@ -400,3 +400,19 @@ def test_an_idle_worker_uploads_what_the_store_could_not_take(
             finally:
                 stop.set()
                 worker.join(60)
+
+
+def test_the_cli_deletes_from_the_archive_and_serve_refuses_a_workers_dir(
+    tmp_path: Path, archive: Archive, crawl_2022: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / "worker"
+    old, new = make_snapshots(data_dir, crawl_2022, 2)
+    sync_archive(data_dir, archive)
+    monkeypatch.setenv("HUBCENSUS_ARCHIVE", archive.url)
+    done = hubcensus("delete", old.id, "--yes", "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stderr
+    assert archive.committed() == [new.id] and old.id in archive.deleted()
+    # `serve` with the archive over a worker's data dir: a clear error, nothing served, nothing deleted.
+    done = hubcensus("serve", "--port", str(free_port()), "--data-dir", str(data_dir))
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "snapshots of its own" in done.stderr
+    assert "Traceback" not in done.stderr and [m.id for m in SnapshotStore(data_dir).snapshots()] == [new.id]
