@@ -37,7 +37,7 @@ clean:
 
 .PHONY: bench bench-quick
 
-bench: install ## benchmarks at N=100,000 and 2,000,000, and history over 100 weekly snapshots (about 35 min once the generated Hubs are cached in benchmarks/data/; ~11 GB of disk for a while)
+bench: install ## benchmarks at N=100,000 and 2,000,000, history over 100 weekly snapshots, then the archive at 2,000,000 (about 40 min once the generated Hubs are cached in benchmarks/data/; ~11 GB of disk for a while)
 	$(BIN)/python -m benchmarks.bench
 	$(BIN)/python -m benchmarks.archive --n 2000000
 

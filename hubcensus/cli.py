@@ -431,7 +431,10 @@ def demo(
 
     for meta in reclassify_outdated(settings.data_dir):
         out.print(f"reclassified {meta.id} under classifier {meta.classifier_version}", highlight=False)
-    serving.serve(settings)
+    try:
+        serving.serve(settings)
+    except NotACache as exc:  # HUBCENSUS_ARCHIVE set: the demo's own data dir is no cache of it
+        fail(str(exc))
 
 
 def _import_bundled(data_dir: Path) -> None:

@@ -231,6 +231,9 @@ class Mirror:
 
     def start(self) -> None:
         """Sync now and every `poll_s` seconds, in a thread, until `stop`."""
+        # A download cut short by a killed process leaves its temp file (never its target): gone at the next start.
+        for leftover in self.layout.snapshots.glob(f"*/.{DB_NAME}.*.part"):
+            leftover.unlink(missing_ok=True)
         self._thread = threading.Thread(target=self._run, name="archive-sync", daemon=True)
         self._thread.start()
 

@@ -416,3 +416,19 @@ def test_the_cli_deletes_from_the_archive_and_serve_refuses_a_workers_dir(
     done = hubcensus("serve", "--port", str(free_port()), "--data-dir", str(data_dir))
     assert done.returncode == 1 and done.stderr.startswith("error: ") and "snapshots of its own" in done.stderr
     assert "Traceback" not in done.stderr and [m.id for m in SnapshotStore(data_dir).snapshots()] == [new.id]
+
+
+def test_a_download_cut_short_leaves_nothing_after_a_restart(
+    tmp_path: Path, archive: Archive, crawl_2022: list[dict[str, Any]]
+) -> None:
+    worker_dir = tmp_path / "worker"
+    [meta] = make_snapshots(worker_dir, crawl_2022, 1)
+    sync_archive(worker_dir, archive)
+    with node(tmp_path / "node", archive) as client:
+        wait_for_listing(client, [meta.id])
+    # What a node killed mid-download leaves: a temp file beside where the file goes (never the file itself).
+    part = tmp_path / "node" / "snapshots" / meta.id / ".snapshot.duckdb.x1y2.part"
+    part.write_bytes(b"half a file")
+    with node(tmp_path / "node", archive) as client:
+        assert not part.exists()
+        assert client.get(SHARE).status_code == 200
