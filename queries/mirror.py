@@ -21,7 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hubcensus.queries.archive import Archive, ArchiveError, ChecksumMismatch, Manifest, revision, snapshot_path
+from hubcensus.queries.archive import (
+    Archive,
+    ArchivedFile,
+    ArchiveError,
+    ChecksumMismatch,
+    Manifest,
+    revision,
+    snapshot_path,
+)
 from hubcensus.queries.datadir import (
     DB_NAME,
     LOCK_NAME,
@@ -89,6 +97,7 @@ class Mirror:
         self._manifests: dict[str, Manifest] = {}
         self._lock = threading.Lock()
         self._fetching: dict[str, threading.Lock] = {}
+        self._room = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_sync: datetime | None = None
@@ -176,20 +185,26 @@ class Mirror:
             entry = manifest.file(snapshot_path(snapshot_id, DB_NAME)) if manifest else None
             if entry is None:
                 raise SnapshotNotFound(snapshot_id)
-            self._make_room(entry.size, snapshot_id)
-            try:
-                self.archive.download(entry, target)
-            except ArchiveError as exc:
-                self._failed(str(exc))
-                raise SnapshotUnavailable(snapshot_id, str(exc)) from exc
-            except FileNotFoundError:
-                raise SnapshotNotFound(snapshot_id) from None  # removed from the listing meanwhile
-            except OSError as exc:
-                reason = "no space left on the cache disk" if exc.errno == errno.ENOSPC else str(exc)
-                self._failed(reason)
-                raise SnapshotUnavailable(snapshot_id, reason) from exc
-            fsync_path(target.parent)
-            log.info("archive: fetched %s (%d bytes)", snapshot_id, entry.size)
+            # One download at a time makes room and fills it: two at once could each find room for itself alone.
+            with self._room:
+                self._fetch_file(snapshot_id, entry, target)
+
+    def _fetch_file(self, snapshot_id: str, entry: ArchivedFile, target: Path) -> None:
+        """Make room for one file, then download it into place (SnapshotUnavailable if it cannot be)."""
+        self._make_room(entry.size, snapshot_id)
+        try:
+            self.archive.download(entry, target)
+        except ArchiveError as exc:
+            self._failed(str(exc))
+            raise SnapshotUnavailable(snapshot_id, str(exc)) from exc
+        except FileNotFoundError:
+            raise SnapshotNotFound(snapshot_id) from None  # removed from the listing meanwhile
+        except OSError as exc:
+            reason = "no space left on the cache disk" if exc.errno == errno.ENOSPC else str(exc)
+            self._failed(reason)
+            raise SnapshotUnavailable(snapshot_id, reason) from exc
+        fsync_path(target.parent)
+        log.info("archive: fetched %s (%d bytes)", snapshot_id, entry.size)
 
     def cached(self) -> dict[str, int]:
         """The snapshot files on this node's disk: id -> bytes."""
