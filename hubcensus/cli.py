@@ -38,8 +38,10 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import ingest_hub
 from hubcensus.logs import configure_logging
 from hubcensus.options import DATA_DIR, ENDPOINT, DataDirOpt, EndpointOpt, created, existing, setting
+from hubcensus.queries.archive import Archive, ArchiveError
 from hubcensus.queries.datadir import SnapshotNotFound, redact_url, remove_snapshot
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
+from hubcensus.queries.mirror import NotACache
 from hubcensus.queries.store import SnapshotStore
 
 # Plain help, not typer's rich panels: those print a type for every option, flags included
@@ -135,6 +137,7 @@ def worker(
         retention=Retention(daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly),
         filters=tags or (),
         limit=limit,
+        archive=Archive.from_url(settings.archive) if settings.archive else None,
     )
 
 
@@ -302,6 +305,12 @@ def delete(
             fail(f"not deleting {meta.id} without confirmation: stdin is not a terminal; pass --yes")
         if not typer.confirm(f"delete {what}?"):
             fail("nothing deleted")
+    if settings.archive:
+        # Deleted on purpose: from the archive too (tombstone, then manifest: no node lists it, no worker re-uploads).
+        try:
+            Archive.from_url(settings.archive).delete(meta.id)
+        except ArchiveError as exc:
+            fail(f"{exc}; nothing deleted")
     try:
         remove_snapshot(settings.data_dir, meta.id)
     except SnapshotNotFound:
@@ -431,8 +440,14 @@ def serve(
 ) -> None:
     """Serve the HTTP API over the snapshot store."""
     settings = options.settings(data_dir=data_dir, host=host, port=port)
-    existing(settings.data_dir)
-    serving.serve(settings)
+    if settings.archive:
+        created(settings.data_dir)  # an API node of the archive: an empty dir of its own is its cache
+    else:
+        existing(settings.data_dir)
+    try:
+        serving.serve(settings)
+    except NotACache as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -458,7 +473,10 @@ def demo(
 
     for written in sync_lake(settings.data_dir).written:
         out.print(f"wrote the lake of {written.snapshot_id}", highlight=False)
-    serving.serve(settings)
+    try:
+        serving.serve(settings)
+    except NotACache as exc:  # HUBCENSUS_ARCHIVE set: the demo's own data dir is no cache of it
+        fail(str(exc))
 
 
 def _import_bundled(data_dir: Path) -> None:

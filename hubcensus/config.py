@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     seed_bundled: bool = Field(
         False, description="The worker imports the bundled 2022-02-21 crawl when the store has no snapshot."
     )
+    archive: str | None = Field(
+        None,
+        description="s3://bucket/prefix: the worker uploads each snapshot there; an API with it serves the archive "
+        "from a local cache (credentials and endpoint: the AWS_* variables). Unset: one data dir, shared.",
+    )
+    archive_cache_mb: int = Field(
+        10240, ge=1, description="API node: disk for snapshot files fetched from the archive, in MiB (LRU eviction)."
+    )
+    archive_poll: float = Field(
+        30.0, gt=0, le=3600, description="API node: seconds between syncs of the archive: the delay for new snapshots."
+    )
     log_format: Literal["text", "json"] = Field("text", description="Log lines as text or JSON lines.")
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
@@ -75,6 +86,15 @@ class Settings(BaseSettings):
         except UnicodeDecodeError:
             raise ValueError(f"the token file {path} is not UTF-8 text") from None
         return token or None  # an empty file (compose's default secret is /dev/null): no token
+
+    @field_validator("archive")
+    @classmethod
+    def _archive_is_s3(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from hubcensus.queries.archive import ArchiveLocation
+
+        return ArchiveLocation.parse(value).url
 
     @field_validator("hf_endpoint")
     @classmethod

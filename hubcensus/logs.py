@@ -57,8 +57,9 @@ def configure_logging(log_format: str) -> None:
     logging.captureWarnings(True)
     if log_format == "json":
         threading.excepthook = _log_thread_exception
-    # One line per HTTP request is noise on a terminal; warnings (retries, rate limits) still show.
-    for noisy in ("httpx", "httpx2"):
+    # One line per HTTP request is noise on a terminal; warnings (retries, rate limits) still show. boto3 says
+    # where it found the archive's credentials on every client: noise too (never the credentials themselves).
+    for noisy in ("httpx", "httpx2", "botocore", "boto3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

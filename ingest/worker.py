@@ -8,6 +8,7 @@ ask for a backfill instead (`queries.control.BackfillRequest`): the worker runs 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -26,7 +27,8 @@ from hubcensus.ingest.errors import IngestError
 from hubcensus.ingest.hub import Cancelled, HubOptions, ingest_hub
 from hubcensus.ingest.progress import BackfillProgress, BackfillResult
 from hubcensus.ingest.reclassify import outdated, reclassify_outdated
-from hubcensus.queries.control import BackfillRequest, pending_requests, take_requests, write_status
+from hubcensus.queries.archive import Archive, ArchiveError, pending_uploads
+from hubcensus.queries.control import BackfillRequest, pending_requests, read_status, take_requests, write_status
 from hubcensus.queries.datadir import SnapshotMeta, SnapshotNotFound, redact_url, remove_snapshot
 from hubcensus.queries.frameworks import CLASSIFIER_VERSION
 from hubcensus.queries.history import matches_source
@@ -126,10 +128,79 @@ def validate_schedule(schedule: str) -> None:
         raise ValueError(f"not a 5-field cron schedule: {schedule!r} (e.g. '0 3 * * *' for 03:00 UTC daily)")
 
 
+def sync_archive(data_dir: Path, archive: Archive) -> list[str]:
+    """Upload every local snapshot the archive lacks, oldest first (each one's files, then its manifest), and
+    remove the local copies of snapshots deleted from the archive on purpose; returns the ids uploaded.
+
+    Never raises for the store: when it is unreachable the snapshots stay local, `archive.pending` and
+    `archive.last_error` in status.json say so, and a later call uploads them.
+    """
+    previous = read_status(data_dir).get("archive") or {}
+    state: dict[str, Any] = {"url": archive.url, "last_upload": previous.get("last_upload"), "last_error": None}
+    uploaded: list[str] = []
+    pending: list[str] | None = None
+    try:
+        for sid in archive.deleted() & {m.id for m in SnapshotStore(data_dir).snapshots()}:
+            log.info("archive: snapshot %s was deleted from the archive; removed here too", sid)
+            with contextlib.suppress(SnapshotNotFound):
+                remove_snapshot(data_dir, sid)
+        pending = pending_uploads(data_dir, archive)
+        for i, sid in enumerate(pending):
+            write_status(data_dir, archive={**state, "pending": pending[i:], "uploading": sid})
+            started = time.monotonic()
+            try:
+                manifest = archive.upload(data_dir, sid)
+            except (SnapshotNotFound, FileNotFoundError):
+                continue  # removed meanwhile (retention, DELETE): nothing to upload
+            seconds = time.monotonic() - started
+            size = sum(f.size for f in manifest.files)
+            log.info(
+                "archive: uploaded %s to %s (%d files, %d bytes, %.1f s)",
+                sid,
+                archive.url,
+                len(manifest.files),
+                size,
+                seconds,
+            )
+            state["last_upload"] = {
+                "at": manifest.uploaded_at.isoformat(),
+                "snapshot": sid,
+                "bytes": size,
+                "seconds": round(seconds, 3),
+            }
+            uploaded.append(sid)
+    except ArchiveError as exc:
+        log.warning("archive: upload failed, will retry: %s", exc)
+        state["last_error"] = {"at": datetime.now(UTC).isoformat(), "reason": str(exc)}
+        checked = previous.get("checked_at")
+        if pending is None:
+            # The store could not even be listed: pending are those pending at the last complete check, and every
+            # snapshot published since.
+            since = datetime.fromisoformat(checked) if checked else datetime.min.replace(tzinfo=UTC)
+            pending = sorted(
+                set(previous.get("pending") or [])
+                | {m.id for m in SnapshotStore(data_dir).snapshots() if m.published_at > since}
+            )
+        pending = [sid for sid in pending if sid not in uploaded]
+        write_status(data_dir, archive={**state, "pending": pending, "uploading": None, "checked_at": checked})
+        return uploaded
+    write_status(
+        data_dir, archive={**state, "pending": [], "uploading": None, "checked_at": datetime.now(UTC).isoformat()}
+    )
+    return uploaded
+
+
 def run_once(
-    data_dir: Path, options: HubOptions, *, retention: Retention, filters: Sequence[str] = (), limit: int | None = None
+    data_dir: Path,
+    options: HubOptions,
+    *,
+    retention: Retention,
+    filters: Sequence[str] = (),
+    limit: int | None = None,
+    archive: Archive | None = None,
 ) -> SnapshotMeta | None:
-    """One scheduled run: ingest, then retention; the outcome goes to status.json. None on failure."""
+    """One scheduled run: ingest, the upload to the archive (if any), then retention; the outcome goes to
+    status.json. None on failure."""
     started = datetime.now(UTC)
     write_status(data_dir, state="running", run_started_at=started.isoformat())
     try:
@@ -141,6 +212,8 @@ def run_once(
         log.error("snapshot failed: %s", exc)
         write_status(data_dir, state="idle", last_failure={"at": datetime.now(UTC).isoformat(), "reason": str(exc)})
         return None
+    if archive is not None:
+        sync_archive(data_dir, archive)  # before retention: the archive keeps what the local disk prunes
     removed = prune(data_dir, retention, options.endpoint.rstrip("/"))
     log.info("published snapshot %s: %d models in %.1f s", meta.id, meta.models, meta.duration_s)
     write_status(
@@ -157,7 +230,9 @@ def run_once(
     return meta
 
 
-STATUS_EVERY_S = 0.5  # how often a backfill's progress is written to status.json (it changes on every read)
+STATUS_EVERY_S = 0.5
+# How often an idle worker checks the archive for local snapshots it lacks (uploads that failed, backfills).
+ARCHIVE_EVERY_S = 60.0  # how often a backfill's progress is written to status.json (it changes on every read)
 
 
 def run_backfill(data_dir: Path, options: HubOptions, request: dict[str, Any]) -> BackfillResult | None:
@@ -231,6 +306,8 @@ def run_worker(
     limit: int | None = None,
     poll: float = 1.0,
     heartbeat: float = 10.0,
+    archive: Archive | None = None,
+    archive_every: float = ARCHIVE_EVERY_S,
 ) -> None:
     """Run on the schedule until `options.stop` is set. A run is also started by a snapshot request.
 
@@ -258,13 +335,17 @@ def run_worker(
     beat.start()
     try:
         _bring_up_to_date(data_dir)
+        idle: Callable[[], Any] | None = None
+        if archive is not None:
+            sync_archive(data_dir, archive)
+            idle = lambda: sync_archive(data_dir, archive)  # noqa: E731
         due = run_now
         while not stop.is_set():
             if not due:
                 when = next_run(schedule, datetime.now(UTC))
                 write_status(data_dir, next_run=when.isoformat())
                 log.info("next run at %s (schedule %r)", when.isoformat(), schedule)
-                due = _sleep_until(when, data_dir, stop, poll)
+                due = _sleep_until(when, data_dir, stop, poll, idle=idle, idle_every=archive_every)
                 if not due:
                     break
             due = False
@@ -275,9 +356,11 @@ def run_worker(
             try:
                 for request in backfills:
                     run_backfill(data_dir, options, request)
+                    if archive is not None:
+                        sync_archive(data_dir, archive)
                 # A scheduled run, or a request for a snapshot: an ingest. Backfill requests alone run only those.
                 if len(backfills) < len(taken) or not taken:
-                    run_once(data_dir, options, retention=retention, filters=filters, limit=limit)
+                    run_once(data_dir, options, retention=retention, filters=filters, limit=limit, archive=archive)
             except Cancelled:
                 break
     finally:
@@ -332,13 +415,26 @@ def _reclassify_outdated(data_dir: Path) -> None:
     write_status(data_dir, state="idle")
 
 
-def _sleep_until(when: datetime, data_dir: Path, stop: threading.Event, poll: float) -> bool:
-    """Wait for the scheduled time or a snapshot request (True), or a stop (False)."""
+def _sleep_until(
+    when: datetime,
+    data_dir: Path,
+    stop: threading.Event,
+    poll: float,
+    *,
+    idle: Callable[[], Any] | None = None,
+    idle_every: float = ARCHIVE_EVERY_S,
+) -> bool:
+    """Wait for the scheduled time or a snapshot request (True), or a stop (False); meanwhile call `idle` every
+    `idle_every` seconds (the archive's retry of what could not be uploaded)."""
+    last_idle = time.monotonic()
     while not stop.is_set():
         if pending_requests(data_dir):
             return True
         left = (when - datetime.now(UTC)).total_seconds()
         if left <= 0:
             return True
+        if idle is not None and time.monotonic() - last_idle >= idle_every:
+            idle()
+            last_idle = time.monotonic()
         stop.wait(min(poll, left))
     return False

@@ -12,7 +12,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -34,9 +34,17 @@ class SnapshotStore:
     """
 
     def __init__(
-        self, data_dir: Path, *, memory_limit_bytes: int | None = None, max_attached: int | None = None
+        self,
+        data_dir: Path,
+        *,
+        memory_limit_bytes: int | None = None,
+        max_attached: int | None = None,
+        fetch: Callable[[str], None] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # Where a listed snapshot's file may be absent (an API node's cache of the archive, queries.mirror):
+        # `fetch(id)` brings it into place, or raises (queries.archive.ArchiveError).
+        self._fetch = fetch
         self._memory_limit = memory_limit_bytes
         self._max_attached = max_attached or MAX_ATTACHED
         self.layout = Layout(self.data_dir)
@@ -99,8 +107,56 @@ class SnapshotStore:
 
     def catalog(self, snapshot_id: str) -> str:
         """The quoted catalog name a published snapshot is attached under (attaching it if need be)."""
+        for _ in range(FETCH_ATTEMPTS):
+            try:
+                with self._lock:
+                    return self._attach(snapshot_id)
+            except FileMissing as exc:
+                self._fetch_missing(exc)
+        raise SnapshotNotFound(snapshot_id)
+
+    def _fetch_missing(self, exc: FileMissing) -> None:
+        # Outside the lock: a download takes seconds, and other requests go on meanwhile.
+        if self._fetch is None:
+            raise SnapshotNotFound(exc.snapshot_id) from None
+        self._fetch(exc.snapshot_id)
+
+    def _borrow(self, ids: Sequence[str]) -> list[str]:
+        """Attach each snapshot and mark it in use, under one hold of the lock (so nothing detaches or evicts one
+        before it is marked); fetching an absent file first, and again if it was evicted meanwhile."""
+        for _ in range(FETCH_ATTEMPTS):
+            try:
+                with self._lock:
+                    # Each is marked in use as soon as it is attached, so attaching the next cannot detach it.
+                    names: list[str] = []
+                    try:
+                        for sid in ids:
+                            names.append(self._attach(sid))
+                            self._borrowed[names[-1]] = self._borrowed.get(names[-1], 0) + 1
+                    except BaseException:
+                        self._release(names)
+                        raise
+                    return names
+            except FileMissing as exc:
+                self._fetch_missing(exc)
+        raise SnapshotNotFound(ids[0])
+
+    def drop_file(self, snapshot_id: str) -> bool:
+        """Delete a snapshot's file from the disk unless a request is reading it (detaching it first); for a
+        cache that evicts (queries.mirror). False, and nothing done, while it is in use."""
         with self._lock:
-            return self._attach(snapshot_id)
+            name = self._catalogs.get(snapshot_id)
+            if name is not None:
+                if name in self._borrowed:
+                    return False
+                self._detach(self._catalogs.pop(snapshot_id))
+            self.path_of(snapshot_id).unlink(missing_ok=True)
+            return True
+
+    def in_use(self) -> set[str]:
+        """The ids of the snapshots some request is reading now."""
+        with self._lock:
+            return {sid for sid, name in self._catalogs.items() if name in self._borrowed}
 
     @contextlib.contextmanager
     def cursor(self, snapshot_id: str, *, also: Sequence[str] = ()) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -110,16 +166,8 @@ class SnapshotStore:
         names: `catalog`). Cursors are kept for reuse per snapshot: pointing a new one at its catalog
         (`USE`) costs about 60 us, a tenth of a cached answer.
         """
+        names = self._borrow((snapshot_id, *also))
         with self._lock:
-            # Each is marked in use as soon as it is attached, so attaching the next cannot detach it.
-            names: list[str] = []
-            try:
-                for sid in (snapshot_id, *also):
-                    names.append(self._attach(sid))
-                    self._borrowed[names[-1]] = self._borrowed.get(names[-1], 0) + 1
-            except BaseException:
-                self._release(names)
-                raise
             name = names[0]
             idle = self._idle.setdefault(name, [])
             cursor = idle.pop() if idle else None
@@ -184,7 +232,7 @@ class SnapshotStore:
         else:
             path = self.path_of(snapshot_id)
             if not path.exists():
-                raise SnapshotNotFound(snapshot_id)
+                raise FileMissing(snapshot_id)
             # Identifiers cannot be bound: the name is derived from the id and quoted.
             name = '"snap_' + re.sub(r"[^0-9A-Za-z_]", "_", snapshot_id) + "_" + secrets.token_hex(2) + '"'
             self._instance().execute(f"ATTACH {sql_path(path)} AS {name} (READ_ONLY)")
@@ -229,6 +277,12 @@ class SnapshotStore:
         self.summaries.reset()
 
 
+class FileMissing(SnapshotNotFound):
+    """A snapshot's file is not on this disk (not fetched yet, or evicted): fetched, where the store can."""
+
+
+# How often a request fetches a file that an eviction took away again before it could attach it.
+FETCH_ATTEMPTS = 3
 # How long a snapshot removed from the listing stays attached: longer than any query may run.
 RETIRED_GRACE_S = 300.0
 # Snapshots kept attached at most (HUBCENSUS_MAX_ATTACHED): more than a dashboard and a diff use at once, and

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hubcensus.config import Settings
+from hubcensus.queries.archive import Archive
+from hubcensus.queries.mirror import Mirror, claim
 from hubcensus.queries.sql import time_limit
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.answers import AnswerCache
@@ -37,10 +42,18 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         dependencies=[Depends(reject_unknown_parameters)],
+        lifespan=_lifespan,
     )
+    mirror = archive_mirror(settings)
+    app.state.mirror = mirror
     app.state.store = SnapshotStore(
-        settings.data_dir, memory_limit_bytes=settings.query_memory_mb * 2**20, max_attached=settings.max_attached
+        settings.data_dir,
+        memory_limit_bytes=settings.query_memory_mb * 2**20,
+        max_attached=settings.max_attached,
+        fetch=mirror.fetch if mirror is not None else None,
     )
+    if mirror is not None:
+        mirror.store = app.state.store
     app.state.answer_cache = AnswerCache(settings.cache_mb * 2**20)
     app.state.admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.metrics = Metrics()
@@ -55,6 +68,31 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(operations.router)
     app.include_router(dashboard.router)
     return app
+
+
+def archive_mirror(settings: Settings) -> Mirror | None:
+    """With HUBCENSUS_ARCHIVE, this API is a node of the archive: its data dir a cache that the Mirror keeps in step
+    (NotACache for a data dir with snapshots of its own); None otherwise."""
+    if not settings.archive:
+        return None
+    archive = Archive.from_url(settings.archive)
+    claim(settings.data_dir, archive)
+    return Mirror(
+        archive, settings.data_dir, budget_bytes=settings.archive_cache_mb * 2**20, poll_s=settings.archive_poll
+    )
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The archive's sync runs while the app serves (a node answers /healthz at once, then lists what it syncs).
+    mirror: Mirror | None = app.state.mirror
+    if mirror is not None:
+        mirror.start()
+    try:
+        yield
+    finally:
+        if mirror is not None:
+            mirror.stop()
 
 
 class QueryTimeLimit:

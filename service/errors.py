@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hubcensus.queries.archive import ArchiveError
 from hubcensus.queries.sql import QueryTimeout
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,14 @@ ErrorCode = Literal[
     "admin_disabled",
     "unauthorized",
     "no_worker",
+    "snapshot_unavailable",
     "http_error",
     "internal_error",
 ]
 Details = list[dict[str, Any]]
+# Seconds a client is told to wait after a snapshot could not be fetched from the archive (a store restarting,
+# an eviction freeing room): short, since other snapshots are served meanwhile.
+RETRY_AFTER_S = 10
 
 
 class ErrorDetail(BaseModel):
@@ -175,6 +180,18 @@ class QueryTimeoutError(ApiError):
         super().__init__(f"The query took too long: {reason}. Narrow it with filters.")
 
 
+class SnapshotUnavailableError(ApiError):
+    """An API node could not bring a snapshot's file from the archive (the store down, its cache disk full)."""
+
+    status, code = 503, "snapshot_unavailable"
+
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"{reason}. Other snapshots are still served; try again later.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
 class AdminDisabledError(ApiError):
     """An admin route, with no HUBCENSUS_ADMIN_TOKEN set."""
 
@@ -254,6 +271,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueryTimeout)
     async def _query_timeout(request: Request, exc: QueryTimeout) -> JSONResponse:
         return QueryTimeoutError(str(exc)).response()
+
+    @app.exception_handler(ArchiveError)
+    async def _archive_error(request: Request, exc: ArchiveError) -> JSONResponse:
+        return SnapshotUnavailableError(str(exc), RETRY_AFTER_S).response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -21,7 +21,10 @@ INVALID_RESPONSE: Responses = {422: error_doc("A parameter is invalid or unknown
 ERROR_RESPONSES: Responses = {
     404: error_doc("Unknown snapshot or path"),
     **INVALID_RESPONSE,
-    503: error_doc("No snapshot has been published yet"),
+    503: error_doc(
+        "`no_snapshots`: no snapshot has been published yet; or, on an API node of the archive, "
+        "`snapshot_unavailable`: the snapshot's file cannot be fetched now (Retry-After)"
+    ),
 }
 TIMEOUT_RESPONSE: Responses = {504: error_doc("A query ran past HUBCENSUS_QUERY_TIMEOUT.")}
 

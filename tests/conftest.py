@@ -16,6 +16,7 @@ from hubcensus.queries.datadir import SnapshotMeta
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
 from tests.data import BUNDLED, TAKEN_2022, read_jsonl_gz
+from tests.helpers import WeedServer
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,10 @@ def client(demo_data_dir: Path) -> Iterator[TestClient]:
     """The real app over the bundled snapshot, through the ASGI transport."""
     with TestClient(create_app(Settings(data_dir=demo_data_dir)), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    """One real S3-compatible store (SeaweedFS `weed mini`) for the session; each test uses its own prefix."""
+    with WeedServer(tmp_path_factory.mktemp("weed")) as server:
+        yield server

