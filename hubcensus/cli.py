@@ -460,6 +460,9 @@ def demo(
 ) -> None:
     """Import the bundled real 2022-02-21 Hub crawl if it is not there yet, and serve it."""
     settings = options.settings(data_dir=data_dir, host=host, port=port)
+    if settings.archive:
+        # Checked before anything is imported: an API node of an archive serves only what the archive holds.
+        fail("demo serves its own data dir, not HUBCENSUS_ARCHIVE's: unset it, or run `hubcensus serve` as a node")
     store = SnapshotStore(created(settings.data_dir))
     if not any(m.source == BUNDLED for m in store.snapshots()):
         _import_bundled(settings.data_dir)
@@ -473,10 +476,7 @@ def demo(
 
     for written in sync_lake(settings.data_dir).written:
         out.print(f"wrote the lake of {written.snapshot_id}", highlight=False)
-    try:
-        serving.serve(settings)
-    except NotACache as exc:  # HUBCENSUS_ARCHIVE set: the demo's own data dir is no cache of it
-        fail(str(exc))
+    serving.serve(settings)
 
 
 def _import_bundled(data_dir: Path) -> None:

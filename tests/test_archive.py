@@ -418,6 +418,15 @@ def test_the_cli_deletes_from_the_archive_and_serve_refuses_a_workers_dir(
     assert "Traceback" not in done.stderr and [m.id for m in SnapshotStore(data_dir).snapshots()] == [new.id]
 
 
+def test_demo_refuses_an_archive_before_importing_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The check needs no store: it must come before the bundled import, which would fill the dir it refuses.
+    monkeypatch.setenv("HUBCENSUS_ARCHIVE", "s3://no-bucket/hubcensus")
+    data_dir = tmp_path / "demo"
+    done = hubcensus("demo", "--port", str(free_port()), "--data-dir", str(data_dir))
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "HUBCENSUS_ARCHIVE" in done.stderr
+    assert "Traceback" not in done.stderr and not (data_dir / "snapshots").exists()
+
+
 def test_a_download_cut_short_leaves_nothing_after_a_restart(
     tmp_path: Path, archive: Archive, crawl_2022: list[dict[str, Any]]
 ) -> None:
