@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -156,37 +157,45 @@ def test_retention_prunes_the_local_disk_but_the_archive_keeps_history(
     assert archive.committed() == sorted([first.id, second.id])
 
 
-def test_a_store_down_keeps_snapshots_local_and_uploads_them_later(
-    tmp_path: Path, crawl_2022: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A store of its own, which this test stops and starts again.
+@pytest.fixture
+def down_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[WeedServer, Archive]]:
+    """A store of the test's own (the `weed` fixture's is shared by the session), already stopped: the test
+    starts it again when it wants it back."""
     with WeedServer(tmp_path / "weed") as store:
         for name, value in store.env.items():
             monkeypatch.setenv(name, value)
         archive = Archive.from_url(store.url())
         store.stop()
-        data_dir = tmp_path / "data"
-        with HubServer(crawl_2022[:500], page_size=500) as hub:
-            started = time.monotonic()
-            meta = run_once(data_dir, HubOptions(endpoint=hub.url, max_rate=0), retention=Retention(), archive=archive)
-            assert time.monotonic() - started < 30  # the run is not held up by the store
-        assert meta is not None and SnapshotStore(data_dir).get().id == meta.id  # published locally all the same
-        status = read_status(data_dir)
-        assert status["last_success"]["snapshot"] == meta.id
-        assert status["archive"]["pending"] == [meta.id] and "listing" in status["archive"]["last_error"]["reason"]
-        assert sync_archive(data_dir, archive) == []  # still down: still pending, nothing lost
+        yield store, archive
 
-        store.start()
-        assert sync_archive(data_dir, archive) == [meta.id]
-        assert archive.committed() == [meta.id]
-        status = read_status(data_dir)["archive"]
-        assert status["pending"] == [] and status["last_error"] is None
 
-        # Down again for two checks in a row: only what was published since the last good check is pending.
-        [later] = make_snapshots(data_dir, crawl_2022, 1)
-        store.stop()
-        assert sync_archive(data_dir, archive) == [] and sync_archive(data_dir, archive) == []
-        assert read_status(data_dir)["archive"]["pending"] == [later.id]
+def test_a_store_down_keeps_snapshots_local_and_uploads_them_later(
+    tmp_path: Path, crawl_2022: list[dict[str, Any]], down_store: tuple[WeedServer, Archive]
+) -> None:
+    # A store of its own, which this test stops and starts again.
+    store, archive = down_store
+    data_dir = tmp_path / "data"
+    with HubServer(crawl_2022[:500], page_size=500) as hub:
+        started = time.monotonic()
+        meta = run_once(data_dir, HubOptions(endpoint=hub.url, max_rate=0), retention=Retention(), archive=archive)
+        assert time.monotonic() - started < 30  # the run is not held up by the store
+    assert meta is not None and SnapshotStore(data_dir).get().id == meta.id  # published locally all the same
+    status = read_status(data_dir)
+    assert status["last_success"]["snapshot"] == meta.id
+    assert status["archive"]["pending"] == [meta.id] and "listing" in status["archive"]["last_error"]["reason"]
+    assert sync_archive(data_dir, archive) == []  # still down: still pending, nothing lost
+
+    store.start()
+    assert sync_archive(data_dir, archive) == [meta.id]
+    assert archive.committed() == [meta.id]
+    status = read_status(data_dir)["archive"]
+    assert status["pending"] == [] and status["last_error"] is None
+
+    # Down again for two checks in a row: only what was published since the last good check is pending.
+    [later] = make_snapshots(data_dir, crawl_2022, 1)
+    store.stop()
+    assert sync_archive(data_dir, archive) == [] and sync_archive(data_dir, archive) == []
+    assert read_status(data_dir)["archive"]["pending"] == [later.id]
 
 
 def test_a_snapshot_deleted_on_purpose_is_never_uploaded_again(
@@ -368,38 +377,34 @@ def test_serve_with_an_archive_answers_over_http(
 
 
 def test_an_idle_worker_uploads_what_the_store_could_not_take(
-    tmp_path: Path, crawl_2022: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, crawl_2022: list[dict[str, Any]], down_store: tuple[WeedServer, Archive]
 ) -> None:
     # The store is down when the worker publishes; it comes back while the worker waits for its next run (hours
     # away): the worker's periodic check uploads the snapshot, without a new run.
-    with WeedServer(tmp_path / "weed") as store:
-        for name, value in store.env.items():
-            monkeypatch.setenv(name, value)
-        archive = Archive.from_url(store.url())
-        store.stop()
-        data_dir = tmp_path / "data"
-        stop = threading.Event()
-        with HubServer(crawl_2022[:300], page_size=300) as hub:
-            options = HubOptions(endpoint=hub.url, max_rate=0, stop=stop)
-            worker = threading.Thread(
-                target=run_worker,
-                args=(data_dir, "0 3 * * *", options),
-                kwargs={"run_now": True, "archive": archive, "archive_every": 0.5, "heartbeat": 0.5},
-            )
-            worker.start()
-            try:
-                deadline = time.monotonic() + 60
-                while not (read_status(data_dir).get("archive") or {}).get("pending"):
-                    assert time.monotonic() < deadline, read_status(data_dir)
-                    time.sleep(0.1)
-                [pending] = read_status(data_dir)["archive"]["pending"]
-                store.start()
-                while archive.committed() != [pending]:
-                    assert time.monotonic() < deadline + 60, read_status(data_dir)
-                    time.sleep(0.2)
-            finally:
-                stop.set()
-                worker.join(60)
+    store, archive = down_store
+    data_dir = tmp_path / "data"
+    stop = threading.Event()
+    with HubServer(crawl_2022[:300], page_size=300) as hub:
+        options = HubOptions(endpoint=hub.url, max_rate=0, stop=stop)
+        worker = threading.Thread(
+            target=run_worker,
+            args=(data_dir, "0 3 * * *", options),
+            kwargs={"run_now": True, "archive": archive, "archive_every": 0.5, "heartbeat": 0.5},
+        )
+        worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not (read_status(data_dir).get("archive") or {}).get("pending"):
+                assert time.monotonic() < deadline, read_status(data_dir)
+                time.sleep(0.1)
+            [pending] = read_status(data_dir)["archive"]["pending"]
+            store.start()
+            while archive.committed() != [pending]:
+                assert time.monotonic() < deadline + 60, read_status(data_dir)
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            worker.join(60)
 
 
 def test_the_cli_deletes_from_the_archive_and_serve_refuses_a_workers_dir(

@@ -746,6 +746,19 @@ def dns_server(records: dict[str, list[str]]) -> Iterator[int]:
         sock.close()
 
 
+def start_proxy(nginx: str, tmp_path: Path, dns_port: int, api_port: int, proxy_port: int) -> Proc:
+    """nginx with deploy/nginx.conf made local (local_nginx_conf), started as compose's `proxy` runs it."""
+    conf = local_nginx_conf(tmp_path, dns_port, api_port, proxy_port)
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", f"{tmp_path}/", "-e", "stderr", "-g", nginx_globals(tmp_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Proc("proxy", popen, log, f"http://127.0.0.1:{proxy_port}")
+
+
 def local_nginx_conf(tmp_path: Path, dns_port: int, api_port: int, proxy_port: int) -> Path:
     """deploy/nginx.conf with what only Docker provides replaced: its DNS server (ours, re-asked every second
     rather than every 10 s, to keep the test short), the replicas' port, the listening address; and nginx's
@@ -800,15 +813,7 @@ def test_the_proxy_spreads_requests_over_the_api_replicas(
         dns_server(records) as dns_port,
         run_service(compose, "api", tmp_path, demo_data_dir, "api-1", host="127.0.0.2", port=api_port) as api1,
     ):
-        conf = local_nginx_conf(tmp_path, dns_port, api_port, proxy_port)
-        log = tmp_path / "proxy.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                [nginx, "-c", str(conf), "-p", f"{tmp_path}/", "-e", "stderr", "-g", nginx_globals(tmp_path)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        proxy = Proc("proxy", popen, log, proxy_url)
+        proxy = start_proxy(nginx, tmp_path, dns_port, api_port, proxy_port)
         try:
             wait_for(lambda: healthy(proxy), "the proxy to answer /healthz", proxy, api1)
             # Links the API writes lead back through the proxy (it passes the client's Host, port included).
@@ -843,7 +848,7 @@ def test_the_proxy_spreads_requests_over_the_api_replicas(
             assert "[emerg]" not in proxy.output() and "[alert]" not in proxy.output()
         finally:
             # SIGTERM, never a bare SIGKILL: a killed master leaves its workers running, holding the port.
-            stop(popen, 10)
+            stop(proxy.popen, 10)
 
 
 # --- 3. the Dockerfile and .dockerignore ---------------------------------------------------------
@@ -1184,15 +1189,7 @@ def test_archive_compose_services_run_for_real(tmp_path: Path, crawl_2022: list[
                 assert (tmp_path / name / "snapshots" / snapshot / "snapshot.duckdb").exists()
 
             # Through the proxy: one body and one ETag, whichever replica answers (both do).
-            conf = local_nginx_conf(tmp_path, dns_port, api_port, proxy_port)
-            log = tmp_path / "proxy.log"
-            with log.open("wb") as out:
-                popen = subprocess.Popen(
-                    [nginx, "-c", str(conf), "-p", f"{tmp_path}/", "-e", "stderr", "-g", nginx_globals(tmp_path)],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            proxy = Proc("proxy", popen, log, f"http://127.0.0.1:{proxy_port}")
+            proxy = start_proxy(nginx, tmp_path, dns_port, api_port, proxy_port)
             try:
                 wait_for(lambda: healthy(proxy), "the proxy to answer /healthz", proxy, *procs)
                 before = [requests_answered(api, SHARE) for api in (api1, api2)]
@@ -1204,7 +1201,7 @@ def test_archive_compose_services_run_for_real(tmp_path: Path, crawl_2022: list[
                 assert sum(served) == 40 and min(served) >= 5, f"requests per replica: {served}"
                 assert proxy.terminate() == 0, proxy.tail()
             finally:
-                stop(popen, 10)
+                stop(proxy.popen, 10)
             assert worker.terminate() == 0, worker.tail()
             for api in (api1, api2):
                 assert api.terminate() == 0, api.tail()

@@ -48,8 +48,9 @@ def snapshot_with_big_lake_file(data_dir: Path, records: list[dict[str, Any]], d
     dump.write_text("".join(json.dumps(r) + "\n" for r in records[:500]))
     meta = import_dump(dump, data_dir, taken_at=T0 + timedelta(days=day), max_bad_share=0.0)
     lake = data_dir / "lake" / "models" / f"snapshot_date={meta.taken_at.date()}" / f"snapshot={meta.id}"
-    lake.mkdir(parents=True)
-    with (lake / "part-0.parquet").open("wb") as f:
+    # Beside the lake's own file (the import wrote it): one big file, so that an upload lasts long enough to cut.
+    lake.mkdir(parents=True, exist_ok=True)
+    with (lake / "big.parquet").open("wb") as f:
         f.write(os.urandom(BIG))
     return meta
 
