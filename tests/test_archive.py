@@ -22,6 +22,7 @@ from hubcensus.ingest.worker import Retention, run_once, run_worker, sync_archiv
 from hubcensus.queries.archive import Archive, ArchiveError, ArchiveLocation, Manifest, pending_uploads
 from hubcensus.queries.control import read_status
 from hubcensus.queries.datadir import SnapshotMeta, remove_snapshot
+from hubcensus.queries.lake import TABLES, lake_files
 from hubcensus.queries.mirror import MARKER, NotACache, claim
 from hubcensus.queries.store import SnapshotStore
 from hubcensus.service.app import create_app
@@ -90,9 +91,8 @@ def test_upload_writes_every_file_then_the_manifest(
 ) -> None:
     data_dir = tmp_path / "data"
     [meta] = make_snapshots(data_dir, crawl_2022, 1)
-    lake = data_dir / "lake" / "models" / "snapshot_date=2024-01-01" / f"snapshot={meta.id}"
-    lake.mkdir(parents=True)
-    (lake / "part-0.parquet").write_bytes(b"PAR1 not really")
+    lake = lake_files(data_dir, meta.id)  # the import wrote the snapshot's lake: it is uploaded with it
+    assert len(lake) == len(TABLES)
     assert archive.committed() == [] and pending_uploads(data_dir, archive) == [meta.id]
 
     manifest = archive.upload(data_dir, meta.id)
@@ -102,7 +102,7 @@ def test_upload_writes_every_file_then_the_manifest(
         f"snapshots/{meta.id}/snapshot.duckdb",
         f"snapshots/{meta.id}/meta.json",
         f"snapshots/{meta.id}/summary.parquet",
-        f"lake/models/snapshot_date=2024-01-01/snapshot={meta.id}/part-0.parquet",
+        *(f"lake/{table}/snapshot_date=2024-01-01/snapshot={meta.id}/part-0.parquet" for table in TABLES),
     }
     assert archive.manifest(meta.id) == manifest and manifest.snapshot == meta
     # Every file downloads back byte for byte, checked against the manifest.
