@@ -230,9 +230,9 @@ def run_once(
     return meta
 
 
-STATUS_EVERY_S = 0.5
+STATUS_EVERY_S = 0.5  # how often a backfill's progress is written to status.json (it changes on every read)
 # How often an idle worker checks the archive for local snapshots it lacks (uploads that failed, backfills).
-ARCHIVE_EVERY_S = 60.0  # how often a backfill's progress is written to status.json (it changes on every read)
+ARCHIVE_EVERY_S = 60.0
 
 
 def run_backfill(data_dir: Path, options: HubOptions, request: dict[str, Any]) -> BackfillResult | None:

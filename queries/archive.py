@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 import boto3.exceptions
@@ -42,6 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hubcensus.queries.datadir import DB_NAME, META_NAME, SUMMARY_NAME, Layout, SnapshotMeta, fsync_path, read_meta
 from hubcensus.queries.lake import lake_files
+from hubcensus.queries.store import SnapshotStore
+from hubcensus.queries.summary import revision
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -60,7 +62,6 @@ READ_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 2
 # Large files go in parts, several at once (boto3's transfer manager), which is what makes a 2M-model file fast.
 TRANSFER = TransferConfig(multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20, max_concurrency=10)
-HASH_CHUNK = 4 * 2**20
 
 
 class ArchiveError(RuntimeError):
@@ -130,16 +131,8 @@ def snapshot_path(snapshot_id: str, name: str) -> str:
 
 def sha256_of(path: Path) -> str:
     """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def revision(meta: SnapshotMeta) -> tuple[Any, ...]:
-    """What changes when a snapshot's files are replaced in place (a reclassification): same revision, same files."""
-    return (meta.id, meta.published_at, meta.classifier_version, meta.reclassified.at if meta.reclassified else None)
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def make_client() -> S3Client:
@@ -306,18 +299,10 @@ class Archive:
 def pending_uploads(data_dir: Path, archive: Archive) -> list[str]:
     """The local snapshots the archive lacks (no manifest, or one of an older revision), oldest first; those
     deleted from the archive on purpose are left out."""
-    layout = Layout(Path(data_dir))
     committed = set(archive.committed())
     deleted = archive.deleted()
-    local: list[SnapshotMeta] = []
-    if layout.snapshots.exists():
-        for entry in layout.snapshots.iterdir():
-            try:
-                local.append(read_meta(entry))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
     pending = []
-    for meta in sorted(local, key=lambda m: (m.taken_at, m.id)):
+    for meta in sorted(SnapshotStore(data_dir).snapshots(), key=lambda m: (m.taken_at, m.id)):
         if meta.id in deleted:
             continue
         if meta.id in committed:

@@ -41,12 +41,12 @@ from hubcensus.queries.datadir import (
     SnapshotNotFound,
     exchange,
     fsync_path,
-    read_meta,
     tmp_creation_lock,
     work_dir,
 )
 from hubcensus.queries.frameworks import BIT, FRAMEWORKS, METHODS
 from hubcensus.queries.sql import sql_literal, sql_path
+from hubcensus.queries.store import SnapshotStore
 from hubcensus.queries.summary import revision
 
 log = logging.getLogger(__name__)
@@ -321,10 +321,7 @@ def sync_lake(data_dir: Path, snapshot_ids: list[str] | None = None, *, force: b
     that lacks it or has a stale one (another revision or lake version; every one with `force`); without names,
     also remove the partitions of snapshots that are not published (left by a kill between the two removals)."""
     layout = Layout(Path(data_dir))
-    listed = {}
-    for directory in sorted(layout.snapshots.glob("*")) if layout.snapshots.is_dir() else []:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            listed[directory.name] = read_meta(directory)
+    listed = {m.id: m for m in sorted(SnapshotStore(data_dir).snapshots(), key=lambda m: m.id)}
     if snapshot_ids is not None:
         missing = [s for s in snapshot_ids if s not in listed]
         if missing:

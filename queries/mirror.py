@@ -27,7 +27,6 @@ from hubcensus.queries.archive import (
     ArchiveError,
     ChecksumMismatch,
     Manifest,
-    revision,
     snapshot_path,
 )
 from hubcensus.queries.datadir import (
@@ -44,6 +43,7 @@ from hubcensus.queries.datadir import (
     replace,
     work_dir,
 )
+from hubcensus.queries.summary import revision
 
 if TYPE_CHECKING:
     from hubcensus.queries.store import SnapshotStore
