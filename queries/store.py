@@ -14,12 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from hubcensus.queries.datadir import Layout, SnapshotMeta, SnapshotNotFound, read_meta
 from hubcensus.queries.sql import sql_path
 from hubcensus.queries.summary import SummaryIndex
+
+T = TypeVar("T")
 
 
 class SnapshotStore:
@@ -107,39 +110,39 @@ class SnapshotStore:
 
     def catalog(self, snapshot_id: str) -> str:
         """The quoted catalog name a published snapshot is attached under (attaching it if need be)."""
-        for _ in range(FETCH_ATTEMPTS):
-            try:
-                with self._lock:
-                    return self._attach(snapshot_id)
-            except FileMissing as exc:
-                self._fetch_missing(exc)
-        raise SnapshotNotFound(snapshot_id)
-
-    def _fetch_missing(self, exc: FileMissing) -> None:
-        # Outside the lock: a download takes seconds, and other requests go on meanwhile.
-        if self._fetch is None:
-            raise SnapshotNotFound(exc.snapshot_id) from None
-        self._fetch(exc.snapshot_id)
+        return self._fetching_absent(lambda: self._attach(snapshot_id))
 
     def _borrow(self, ids: Sequence[str]) -> list[str]:
         """Attach each snapshot and mark it in use, under one hold of the lock (so nothing detaches or evicts one
         before it is marked); fetching an absent file first, and again if it was evicted meanwhile."""
+
+        def attach_all() -> list[str]:
+            # Each is marked in use as soon as it is attached, so attaching the next cannot detach it.
+            names: list[str] = []
+            try:
+                for sid in ids:
+                    names.append(self._attach(sid))
+                    self._borrowed[names[-1]] = self._borrowed.get(names[-1], 0) + 1
+            except BaseException:
+                self._release(names)
+                raise
+            return names
+
+        return self._fetching_absent(attach_all)
+
+    def _fetching_absent(self, attach: Callable[[], T]) -> T:
+        """`attach()` under the lock; when a file is absent from this disk, fetch it (outside the lock: a download
+        takes seconds, and other requests go on meanwhile) and try again, up to FETCH_ATTEMPTS times."""
         for _ in range(FETCH_ATTEMPTS):
             try:
                 with self._lock:
-                    # Each is marked in use as soon as it is attached, so attaching the next cannot detach it.
-                    names: list[str] = []
-                    try:
-                        for sid in ids:
-                            names.append(self._attach(sid))
-                            self._borrowed[names[-1]] = self._borrowed.get(names[-1], 0) + 1
-                    except BaseException:
-                        self._release(names)
-                        raise
-                    return names
+                    return attach()
             except FileMissing as exc:
-                self._fetch_missing(exc)
-        raise SnapshotNotFound(ids[0])
+                if self._fetch is None:
+                    raise SnapshotNotFound(exc.snapshot_id) from None
+                missing = exc.snapshot_id
+                self._fetch(missing)
+        raise SnapshotNotFound(missing)
 
     def drop_file(self, snapshot_id: str) -> bool:
         """Delete a snapshot's file from the disk unless a request is reading it (detaching it first); for a
@@ -152,11 +155,6 @@ class SnapshotStore:
                 self._detach(self._catalogs.pop(snapshot_id))
             self.path_of(snapshot_id).unlink(missing_ok=True)
             return True
-
-    def in_use(self) -> set[str]:
-        """The ids of the snapshots some request is reading now."""
-        with self._lock:
-            return {sid for sid, name in self._catalogs.items() if name in self._borrowed}
 
     @contextlib.contextmanager
     def cursor(self, snapshot_id: str, *, also: Sequence[str] = ()) -> Iterator[duckdb.DuckDBPyConnection]:
